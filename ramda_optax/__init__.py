@@ -4,6 +4,7 @@ Optax gradient transformations implementing RAMDA (Huang & Lee, NeurIPS 2024)
 and its building blocks.
 """
 
+from ramda_optax import datasets
 from ramda_optax import dual_averaging
 from ramda_optax.optimizers import RamdaState
 from ramda_optax.optimizers import SubproblemSpec
@@ -21,6 +22,9 @@ from ramda_optax.schedules import StagewiseSchedule
 from ramda_optax.schedules import stagewise_schedule
 from ramda_optax.solvers import PGSolver
 from ramda_optax.solvers import pg_solver
+from ramda_optax.structure import group_sparsity
+from ramda_optax.structure import unstructured_sparsity
+from ramda_optax.structure import weighted_group_sparsity
 
 __version__ = "0.1.0"
 
@@ -34,12 +38,16 @@ __all__ = (
     "StagewiseSchedule",
     "SubproblemSpec",
     "cube_root",
+    "datasets",
     "dual_averaging",
     "group_lasso",
+    "group_sparsity",
     "inner_iterations",
     "pg_solver",
     "ramda",
     "regularized_dual_averaging",
     "stagewise_schedule",
     "subproblem_solution",
+    "unstructured_sparsity",
+    "weighted_group_sparsity",
 )
