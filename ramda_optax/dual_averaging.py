@@ -115,7 +115,8 @@ def update(
   """
   keep = jnp.logical_not(restart)
   k = jnp.where(keep, state.stage_count, 0) + 1
-  weight = (learning_rate * jnp.sqrt(k)).astype(state.alpha.dtype)
+  dtype = state.alpha.dtype
+  weight = (learning_rate * jnp.sqrt(k.astype(dtype))).astype(dtype)
   grad_sum = jax.tree.map(
       lambda v, g: jnp.where(keep, v, 0) + weight * g.astype(v.dtype),
       state.grad_sum,

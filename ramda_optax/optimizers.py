@@ -170,7 +170,9 @@ def regularized_dual_averaging(
   def update_fn(updates, state, params=None, **extra_args):
     del extra_args
     if params is None:
-      raise ValueError(optax.NO_PARAMS_MSG)
+      raise ValueError(
+          "ramda needs params: call update(updates, state, params)."
+      )
     spec = make_spec(params)
     count = state.dual.count
     restart, num_restarts = dual_averaging.stage(count, restart_steps)

@@ -1,0 +1,133 @@
+"""Structured pruning of a small CNN on MNIST with RAMDA and group lasso.
+
+Trains a two-layer Flax CNN on the bundled MNIST subset (8,000 training and
+2,000 validation images) with :func:`ramda_optax.ramda`, the paper's
+stage-wise schedule, and group lasso: one group per input channel of each
+Conv kernel and one group per input feature of the Dense kernel (biases are
+not regularized). Each epoch prints the training loss, the validation
+accuracy and the weighted group sparsity of both the parameters W and the
+subproblem solution θ̂; the end prints the groups left alive in each layer.
+
+Run (about two minutes on a 2-core CPU):
+
+    python benchmarks/mnist_cnn.py
+"""
+
+import argparse
+import time
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import ramda_optax
+
+Params = Any
+
+
+class CNN(nn.Module):
+  """Conv(16) → pool → Conv(32) → pool → Dense(10)."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for features in (16, 32):
+      x = nn.relu(nn.Conv(features, (3, 3))(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    return nn.Dense(10)(x.reshape(x.shape[0], -1))
+
+
+def group_axes(path: tuple[Any, ...], leaf: jax.Array) -> tuple[int, ...] | None:
+  """Conv kernel (H, W, I, O): a group per input channel; Dense kernel (I, O):
+  a group per input feature; biases: not regularized."""
+  if path[-1].key != "kernel":
+    return None
+  return (0, 1, 3) if leaf.ndim == 4 else (1,)
+
+
+def loss_fn(
+    params: Params, model: nn.Module, images: jax.Array, labels: jax.Array
+) -> jax.Array:
+  logits = model.apply({"params": params}, images)
+  return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+
+
+def parse_args() -> argparse.Namespace:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--epochs", type=int, default=12)
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--lr", type=float, default=1e-2, help="RAMDA η")
+  parser.add_argument("--c", type=float, default=0.1, help="averaging weight")
+  parser.add_argument("--strength", type=float, default=1e-3, help="λ")
+  parser.add_argument("--seed", type=int, default=0)
+  return parser.parse_args()
+
+
+def main() -> None:
+  args = parse_args()
+  train, valid = ramda_optax.datasets.load_mnist10k()
+  steps_per_epoch = len(train.labels) // args.batch_size
+  model = CNN()
+  params = model.init(jax.random.key(args.seed), train.images[:1])["params"]
+  groups = jax.tree_util.tree_map_with_path(group_axes, params)
+  # One restart, with η and ε decayed, for the last quarter of training.
+  milestones = [steps_per_epoch * (3 * args.epochs // 4)]
+  sched = ramda_optax.stagewise_schedule(args.lr, args.c, milestones)
+  optimizer = ramda_optax.ramda(
+      **sched._asdict(),
+      regularizer=ramda_optax.group_lasso(args.strength, groups),
+  )
+  # The state keeps W⁰ = params; copy it so that donating both is allowed.
+  opt_state = optimizer.init(jax.tree.map(jnp.copy, params))
+
+  def step(params, opt_state, images, labels):
+    loss, grads = jax.value_and_grad(loss_fn)(params, model, images, labels)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+
+  @jax.jit
+  def evaluate(params, opt_state):
+    logits = model.apply({"params": params}, valid.images)
+    accuracy = jnp.mean(jnp.argmax(logits, -1) == valid.labels)
+    theta = ramda_optax.subproblem_solution(opt_state, params)
+    return (
+        accuracy,
+        ramda_optax.weighted_group_sparsity(params, groups),
+        ramda_optax.weighted_group_sparsity(theta, groups),
+    )
+
+  rng = np.random.default_rng(args.seed)
+  start = time.perf_counter()
+  print("epoch  train loss  val acc  sparsity(W)  sparsity(θ̂)  time (s)")
+  for epoch in range(1, args.epochs + 1):
+    order = rng.permutation(len(train.labels))
+    losses = []
+    for i in range(steps_per_epoch):
+      idx = order[i * args.batch_size:(i + 1) * args.batch_size]
+      params, opt_state, loss = step(
+          params, opt_state, train.images[idx], train.labels[idx]
+      )
+      losses.append(loss)
+    accuracy, sparsity_w, sparsity_theta = evaluate(params, opt_state)
+    print(
+        f"{epoch:5d}  {np.mean(losses):10.4f}  {accuracy:7.2%}  "
+        f"{sparsity_w:11.2%}  {sparsity_theta:12.2%}  "
+        f"{time.perf_counter() - start:8.1f}"
+    )
+
+  print("groups alive / total per regularized layer:")
+  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
+    axes = group_axes(path, leaf)
+    if axes is None:
+      continue
+    alive = jnp.any(leaf != 0, axis=axes)
+    print(f"  {jax.tree_util.keystr(path):24s} {int(alive.sum()):5d} / "
+          f"{alive.size}")
+
+
+if __name__ == "__main__":
+  main()
