@@ -1,0 +1,112 @@
+"""The inexact PG solver: reference agreement and mathematical properties."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ramda_optax as ro
+from tests import numpy_reference as ref
+
+CASES = [((6, 4), (1,)), ((3, 3, 4, 5), (0, 1, 3)), ((5, 7), ()), ((8, 3), (0,))]
+
+
+def _subproblem(shape, axes, seed, screened_share=0.5):
+  """A random subproblem whose threshold screens about ``screened_share``."""
+  rng = np.random.default_rng(seed)
+  a = rng.normal(size=shape)
+  v = rng.normal(size=shape)
+  p = rng.uniform(0.1, 3.0, size=shape)
+  b = p * a - v
+  norms = np.sqrt(np.sum(b * b, axis=axes))
+  size = int(np.prod([shape[i] for i in axes]))
+  tau = float(np.quantile(norms, screened_share)) / np.sqrt(size) * 1.0001
+  z0 = a + 0.1 * rng.normal(size=shape)
+  return a, v, p, tau, z0
+
+
+def _penalty(shape, axes):
+  return ro.GroupNorm(axes, int(np.prod([shape[i] for i in axes])))
+
+
+def _objective(z, a, v, p, tau, axes):
+  d = z - a
+  return float(
+      np.sum(v * d + 0.5 * p * d * d) + tau * ref.group_lasso_value(z, axes)
+  )
+
+
+def _solve(solver, shape, axes, a, v, p, tau, z0):
+  z, iters = jax.jit(solver.solve, static_argnums=0)(
+      _penalty(shape, axes), *map(jnp.asarray, (a, v, p, tau, z0))
+  )
+  return np.asarray(z), int(iters)
+
+
+@pytest.mark.parametrize("shape, axes", CASES)
+@pytest.mark.parametrize("max_iters, rtol", [(100, 1e-8), (7, 1e-8), (50, 1e-4)])
+def test_matches_reference(x64, shape, axes, max_iters, rtol):
+  a, v, p, tau, z0 = _subproblem(shape, axes, seed=0)
+  z, iters = _solve(ro.pg_solver(max_iters, rtol), shape, axes, a, v, p, tau, z0)
+  z_ref, iters_ref = ref.pg_solve(a, v, p, tau, z0, axes, max_iters, rtol)
+  assert iters == iters_ref
+  np.testing.assert_allclose(z, z_ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape, axes", CASES)
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_screening_is_sound(x64, shape, axes, seed):
+  """Screened groups are exactly the zero groups of a high-precision solve,
+  and with enough iterations PG reaches that solve."""
+  a, v, p, tau, z0 = _subproblem(shape, axes, seed)
+  exact = ref.exact_group_solution(a, v, p, tau, axes)
+  z, _ = _solve(ro.pg_solver(5000, 0.0), shape, axes, a, v, p, tau, z0)
+  zero_exact = np.all(exact == 0, axis=axes)
+  zero_pg = np.all(z == 0, axis=axes)
+  assert 0 < zero_exact.sum() < zero_exact.size
+  np.testing.assert_array_equal(zero_pg, zero_exact)
+  np.testing.assert_allclose(z, exact, atol=1e-7)
+
+
+@pytest.mark.parametrize("shape, axes", CASES)
+def test_objective_never_increases(x64, shape, axes):
+  a, v, p, tau, z0 = _subproblem(shape, axes, seed=3)
+  active = np.sqrt(np.sum((p * a - v) ** 2, axis=axes, keepdims=True)) > (
+      tau * np.sqrt(_penalty(shape, axes).group_size))
+  values = [_objective(np.where(active, z0, 0), a, v, p, tau, axes)]
+  for j in range(1, 25):
+    z, iters = _solve(ro.pg_solver(j, 0.0), shape, axes, a, v, p, tau, z0)
+    values.append(_objective(z, a, v, p, tau, axes))
+  diffs = np.diff(values)
+  assert np.all(diffs <= 1e-12 * np.abs(values[1:]))
+  assert values[-1] < values[0]
+
+
+def test_zero_threshold_gives_closed_form_without_iterations(x64):
+  shape, axes = (6, 4), (1,)
+  a, v, p, _, z0 = _subproblem(shape, axes, seed=4)
+  z, iters = _solve(ro.pg_solver(), shape, axes, a, v, p, 0.0, z0)
+  assert iters == 0
+  np.testing.assert_allclose(z, a - v / p, rtol=1e-14)
+
+
+def test_all_screened_gives_zero_without_iterations(x64):
+  shape, axes = (6, 4), (1,)
+  a, v, p, _, z0 = _subproblem(shape, axes, seed=5)
+  z, iters = _solve(ro.pg_solver(), shape, axes, a, v, p, 1e6, z0)
+  assert iters == 0 and np.all(z == 0)
+
+
+def test_iteration_cap_and_zero_metric_entries_stay_finite():
+  """A metric with zero entries (eps = 0, no gradient yet) and a strength of 0
+  never produce NaN, and the loop stops at max_iters."""
+  shape, axes = (6, 4), (1,)
+  a, v, p, tau, z0 = _subproblem(shape, axes, seed=6)
+  p = np.where(np.arange(p.size).reshape(shape) % 3 == 0, 0.0, p)
+  v = np.where(p == 0, 0.0, v)
+  p[0] = 0.0
+  for t in (tau, 0.0):
+    z, iters = _solve(
+        ro.pg_solver(3, 0.0), shape, axes, *(x.astype(np.float32) for x in
+        (a, v, p)), np.float32(t), z0.astype(np.float32))
+    assert np.all(np.isfinite(z)) and iters <= 3
