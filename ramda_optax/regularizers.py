@@ -208,8 +208,8 @@ def group_lasso(strength: optax.ScalarOrSchedule, groups: GroupsSpec) -> Regular
     >>> import jax.numpy as jnp, ramda_optax
     >>> params = {'kernel': jnp.ones((3, 2)), 'bias': jnp.ones(2)}
     >>> reg = ramda_optax.group_lasso(0.1, {'kernel': (1,), 'bias': None})
-    >>> float(reg.value(params))  # 0.1 * 3 groups * √2 * √2
-    0.6...
+    >>> round(float(reg.value(params)), 6)  # 0.1 · 3 groups · √2 · √2
+    0.6
 
   References:
     Yuan & Lin, Model selection and estimation in regression with grouped
