@@ -10,18 +10,32 @@ from ramda_optax.optimizers import RamdaState
 from ramda_optax.optimizers import SubproblemSpec
 from ramda_optax.optimizers import inner_iterations
 from ramda_optax.optimizers import ramda
+from ramda_optax.optimizers import rmda
 from ramda_optax.optimizers import regularized_dual_averaging
 from ramda_optax.optimizers import subproblem_solution
 from ramda_optax.preconditioners import Preconditioner
 from ramda_optax.preconditioners import cube_root
+from ramda_optax.preconditioners import sqrt_count
+from ramda_optax.proximal import ProximalState
+from ramda_optax.proximal import Statistics
+from ramda_optax.proximal import prox_sgd
+from ramda_optax.proximal import prox_ssi
+from ramda_optax.proximal import proxgen
+from ramda_optax.proximal import regularized_proximal
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
+from ramda_optax.regularizers import NuclearNorm
 from ramda_optax.regularizers import Regularizer
 from ramda_optax.regularizers import group_lasso
-from ramda_optax.schedules import StagewiseSchedule
+from ramda_optax.regularizers import l1
+from ramda_optax.regularizers import nuclear_norm
 from ramda_optax.schedules import stagewise_schedule
+from ramda_optax.solvers import ExactSolver
 from ramda_optax.solvers import PGSolver
+from ramda_optax.solvers import ProxSolver
+from ramda_optax.solvers import exact_solver
 from ramda_optax.solvers import pg_solver
+from ramda_optax.solvers import prox_solver
 from ramda_optax.structure import group_sparsity
 from ramda_optax.structure import unstructured_sparsity
 from ramda_optax.structure import weighted_group_sparsity
@@ -29,23 +43,37 @@ from ramda_optax.structure import weighted_group_sparsity
 __version__ = "0.1.0"
 
 __all__ = (
+    "ExactSolver",
     "GroupNorm",
     "LeafPenalty",
+    "NuclearNorm",
     "PGSolver",
     "Preconditioner",
+    "ProxSolver",
+    "ProximalState",
     "RamdaState",
     "Regularizer",
-    "StagewiseSchedule",
+    "Statistics",
     "SubproblemSpec",
     "cube_root",
     "datasets",
     "dual_averaging",
+    "exact_solver",
     "group_lasso",
     "group_sparsity",
     "inner_iterations",
+    "l1",
+    "nuclear_norm",
     "pg_solver",
+    "prox_sgd",
+    "prox_solver",
+    "prox_ssi",
+    "proxgen",
     "ramda",
     "regularized_dual_averaging",
+    "regularized_proximal",
+    "rmda",
+    "sqrt_count",
     "stagewise_schedule",
     "subproblem_solution",
     "unstructured_sparsity",

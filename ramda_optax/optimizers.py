@@ -22,6 +22,14 @@ from ramda_optax import solvers
 from ramda_optax.regularizers import LeafPenalty, Regularizer
 
 
+def check_regularizer(regularizer: Any) -> None:
+  if regularizer is not None and not isinstance(regularizer, Regularizer):
+    raise TypeError(
+        f"regularizer must be a ramda_optax Regularizer or None; got "
+        f"{regularizer!r}."
+    )
+
+
 @jax.tree_util.register_static
 @dataclasses.dataclass(frozen=True)
 class SubproblemSpec:
@@ -67,43 +75,6 @@ def _value_at(schedule: optax.ScalarOrSchedule, count: jax.Array) -> Any:
   return schedule(count) if callable(schedule) else schedule
 
 
-def _solve(
-    spec: SubproblemSpec,
-    anchor: optax.Params,
-    grad_sum: optax.Updates,
-    metric: Any,
-    threshold: jax.Array,
-    warm_start: optax.Params,
-) -> tuple[optax.Params, Any]:
-  """θ̂ ≈ argmin <V, θ − W⁰> + ½‖θ − W⁰‖²_P + τψ(θ), leaf by leaf."""
-  leaves, treedef = jax.tree.flatten(anchor)
-  if len(spec.penalties) != len(leaves):
-    raise ValueError(
-        f"the regularizer describes {len(spec.penalties)} leaves but params "
-        f"have {len(leaves)}."
-    )
-  vs = treedef.flatten_up_to(grad_sum)
-  # The metric is a pytree like params, or one array for every leaf.
-  if jax.tree.structure(metric) == treedef:
-    ps = treedef.flatten_up_to(metric)
-  else:
-    ps = [jnp.asarray(metric)] * len(leaves)
-  zs = treedef.flatten_up_to(warm_start)
-  thetas, iters = [], []
-  for penalty, a, v, p, z0 in zip(spec.penalties, leaves, vs, ps, zs):
-    a = a.astype(v.dtype)
-    if penalty is None:
-      thetas.append(solvers.unregularized_solution(a, v, p))
-      iters.append(jnp.zeros((), jnp.int32))
-    else:
-      theta, it = spec.solver.solve(
-          penalty, a, v, p, threshold.astype(v.dtype), z0.astype(v.dtype)
-      )
-      thetas.append(theta)
-      iters.append(it)
-  return treedef.unflatten(thetas), treedef.unflatten(iters)
-
-
 def regularized_dual_averaging(
     learning_rate: optax.ScalarOrSchedule,
     *,
@@ -139,14 +110,8 @@ def regularized_dual_averaging(
   """
   _validation.check_range("learning_rate", learning_rate, 0.0)
   _validation.check_range("momentum", momentum, 0.0, 1.0, high_open=True)
-  if regularizer is not None and not isinstance(regularizer, Regularizer):
-    raise TypeError(
-        f"regularizer must be a ramda_optax Regularizer or None; got "
-        f"{regularizer!r}."
-    )
+  check_regularizer(regularizer)
   solver = solvers.pg_solver() if solver is None else solver
-  if not hasattr(solver, "solve"):
-    raise TypeError(f"solver must have a solve method; got {solver!r}.")
   restart_steps = dual_averaging.check_restart_steps(restart_steps)
 
   def make_spec(params: optax.Params) -> SubproblemSpec:
@@ -154,6 +119,7 @@ def regularized_dual_averaging(
       penalties = (None,) * len(jax.tree.leaves(params))
     else:
       penalties = regularizer.layout(params)
+    solvers.check_solver(solver, penalties)
     return SubproblemSpec(preconditioner.metric, penalties, solver)
 
   def init_fn(params: optax.Params) -> RamdaState:
@@ -191,8 +157,9 @@ def regularized_dual_averaging(
     )
     threshold = (dual.alpha * strength).astype(dtype)
     metric = spec.metric(precond, damping, dual.stage_count)
-    theta, inner_iters = _solve(
-        spec, dual.anchor, dual.grad_sum, metric, threshold, params
+    theta, inner_iters = solvers.solve_tree(
+        spec.solver, spec.penalties, dual.anchor, dual.grad_sum, metric,
+        threshold, params, dual.count,
     )
     m = jnp.asarray(_value_at(momentum, count), dtype)
     new_updates = jax.tree.map(
@@ -275,6 +242,46 @@ def ramda(
   )
 
 
+def rmda(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: optax.ScalarOrSchedule = 0.9,
+    regularizer: Regularizer | None = None,
+    solver: Any = None,
+    restart_steps: Sequence[int] = (),
+) -> optax.GradientTransformationExtraArgs:
+  r"""RMDA: regularized modernized dual averaging (scalar metric √k · I).
+
+      s = η √k,  α ← α + s,  V ← V + s g
+      θ̂ = prox_{α λ ψ / √k}(W⁰ − V / √k)
+      W ← (1 − c) W + c θ̂,      c = 1 − momentum
+
+  Args:
+    learning_rate: η ≥ 0, a number or an ``optax`` schedule.
+    momentum: 1 − c in [0, 1), a number or an ``optax`` schedule.
+    regularizer: λψ, or None.
+    solver: the closed-form :func:`ramda_optax.prox_solver` by default
+      (exact, the metric being scalar).
+    restart_steps: strictly increasing global steps at which the dual
+      averaging restarts (k, α, V ← 0, W⁰ ← W).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+  References:
+    Huang, Chen & Lee, Training structured neural networks through manifold
+    identification and variance reduction, ICLR 2022 (arXiv 2112.02612).
+  """
+  return regularized_dual_averaging(
+      learning_rate,
+      preconditioner=preconditioners.sqrt_count(),
+      momentum=momentum,
+      regularizer=regularizer,
+      solver=solvers.prox_solver() if solver is None else solver,
+      restart_steps=restart_steps,
+  )
+
+
 def _find_states(opt_state: Any) -> list[RamdaState]:
   found = [
       s
@@ -343,8 +350,9 @@ def subproblem_solution(
     metric = state.spec.metric(
         state.precond, state.damping, state.dual.stage_count
     )
-    theta, _ = _solve(
-        state.spec, anchor, state.dual.grad_sum, metric, state.threshold, warm
+    theta, _ = solvers.solve_tree(
+        state.spec.solver, state.spec.penalties, anchor, state.dual.grad_sum,
+        metric, state.threshold, warm, state.dual.count,
     )
     thetas.append(
         jax.tree.map(lambda t, a: t.astype(a.dtype), theta, anchor)

@@ -89,3 +89,36 @@ def cube_root(eps: float = 1e-6, eps_decay: float = 0.1) -> Preconditioner:
       damping=eps,
       damping_decay=eps_decay,
   )
+
+
+def _no_stats_init(params):
+  del params
+  return ()
+
+
+def _no_stats_update(stats, grads, weight, restart):
+  del grads, weight, restart
+  return stats
+
+
+def _sqrt_count_metric(stats, damping, stage_count):
+  del stats
+  return jnp.sqrt(stage_count.astype(damping.dtype))
+
+
+def sqrt_count() -> Preconditioner:
+  r"""RMDA's scalar metric P = √k · I, k the steps since the last restart.
+
+  Returns:
+    A :class:`Preconditioner` with no statistics.
+
+  References:
+    Huang, Chen & Lee, ICLR 2022 (arXiv 2112.02612).
+  """
+  return Preconditioner(
+      init=_no_stats_init,
+      update=_no_stats_update,
+      metric=_sqrt_count_metric,
+      damping=0.0,
+      damping_decay=1.0,
+  )

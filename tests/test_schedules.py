@@ -14,20 +14,34 @@ from tests.problems import GROUPS, quadratic
 
 def test_values():
   s = ro.stagewise_schedule(0.1, 0.25, milestones=(10, 20), gamma=0.5)
-  assert s.restart_steps == (10, 20) and s.eps_decay == 0.5
+  assert s["restart_steps"] == (10, 20) and s["eps_decay"] == 0.5
   np.testing.assert_allclose(
-      [s.learning_rate(n) for n in (0, 9, 10, 19, 20, 40)],
+      [s["learning_rate"](n) for n in (0, 9, 10, 19, 20, 40)],
       [0.1, 0.1, 0.05, 0.05, 0.025, 0.025], rtol=1e-6)
   # Constant momentum 1 − c until the last stage, then 1 − min(c √j, 1).
   np.testing.assert_allclose(
-      [s.momentum(n) for n in (0, 19, 20, 21, 22, 35, 100)],
+      [s["momentum"](n) for n in (0, 19, 20, 21, 22, 35, 100)],
       [0.75, 0.75, 0.75, 1 - 0.25 * math.sqrt(2), 1 - 0.25 * math.sqrt(3), 0, 0],
       rtol=1e-6, atol=1e-7)
 
 
+def test_method_variants():
+  rmda = ro.stagewise_schedule(0.1, 0.25, (10,), method="rmda")
+  assert set(rmda) == {"learning_rate", "momentum", "restart_steps"}
+  ro.rmda(**rmda)
+  decay = ro.stagewise_schedule(0.1, None, (10,), gamma=0.5, method="lr_decay")
+  assert set(decay) == {"learning_rate"}
+  assert float(decay["learning_rate"](10)) == pytest.approx(0.05)
+  ro.prox_sgd(**decay)
+  with pytest.raises(ValueError, match="method"):
+    ro.stagewise_schedule(0.1, 0.1, (10,), method="adam")
+  with pytest.raises(ValueError, match="c must"):
+    ro.stagewise_schedule(0.1, None, (10,))
+
+
 def test_no_milestones_ramps_from_the_start():
   s = ro.stagewise_schedule(0.1, 0.5, milestones=())
-  np.testing.assert_allclose([s.momentum(n) for n in (0, 1, 3)],
+  np.testing.assert_allclose([s["momentum"](n) for n in (0, 1, 3)],
                              [0.5, 1 - 0.5 * math.sqrt(2), 0], atol=1e-7)
 
 
@@ -35,7 +49,7 @@ def test_ramda_with_schedule_ends_exactly_at_theta_hat():
   init, grad_fn = quadratic(seed=7, num_steps=40)
   params = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
   s = ro.stagewise_schedule(0.3, 0.25, milestones=(10, 20))
-  opt = ro.ramda(**s._asdict(), eps=1e-6, regularizer=ro.group_lasso(0.05, GROUPS))
+  opt = ro.ramda(**s, eps=1e-6, regularizer=ro.group_lasso(0.05, GROUPS))
   state = opt.init(params)
   step = jax.jit(opt.update)
   for n in range(40):
