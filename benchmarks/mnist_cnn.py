@@ -115,14 +115,15 @@ def main() -> None:
   params = model.init(jax.random.key(args.seed), train.images[:1])["params"]
   groups = jax.tree_util.tree_map_with_path(group_axes, params)
   # One restart, decaying η and ε, for the last quarter of training.
-  milestones = [steps_per_epoch * (3 * args.epochs // 4)]
+  last_stage = steps_per_epoch * (3 * args.epochs // 4)
+  milestones = [last_stage] if last_stage else []
   schedule = ramda_optax.stagewise_schedule(args.lr, args.c, milestones)
   optimizer = ramda_optax.ramda(
       **schedule,
       regularizer=ramda_optax.group_lasso(args.strength, groups),
   )
   # The state keeps W⁰ = params: copy them so that both can be donated.
-  opt_state = optimizer.init(jax.tree.map(jnp.copy, params))
+  opt_state = optimizer.init(params)
   step = make_step(model, optimizer)
   evaluate = make_evaluate(model, groups)
 

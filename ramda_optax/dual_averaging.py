@@ -87,7 +87,8 @@ def init(params: optax.Params) -> DualAveragingState:
       count=jnp.zeros([], jnp.int32),
       stage_count=jnp.zeros([], jnp.int32),
       alpha=jnp.zeros([], statistics_dtype(optax.tree.dtype(params, "highest"))),
-      anchor=params,
+      # A buffer of its own, so that params and state can both be donated.
+      anchor=jax.tree.map(jnp.copy, params),
       grad_sum=jax.tree.map(
           lambda p: jnp.zeros(jnp.shape(p), statistics_dtype(p.dtype)), params
       ),

@@ -235,10 +235,11 @@ class ExactSolver(NamedTuple):
       inv = jnp.where(denom > 0, 1 / jnp.where(denom > 0, denom, 1), 0)
       f = group_sum(b2 * inv * inv) - 1
       df = -2 * group_sum(b2 * p * inv * inv * inv)
-      delta = jnp.where(jnp.logical_and(active, df < 0), -f / jnp.where(df < 0, df, -1), 0)
-      r_new = jnp.maximum(r + delta, 0)
-      moved = jnp.any(jnp.abs(r_new - r) > 4 * tiny * r_new)
-      return j + 1, r_new, moved
+      delta = jnp.where(df < 0, -f / jnp.where(df < 0, df, -1), 0)
+      # Left of the root f > 0; once f <= 0 or the step is a few ulps, the
+      # radius is the root to rounding.
+      moving = active & (f > 0) & (delta > 4 * tiny * r)
+      return j + 1, jnp.where(moving, r + delta, r), jnp.any(moving)
 
     def cond(carry):
       j, _, moved = carry

@@ -68,3 +68,45 @@ def test_layout_normalizes_axes_and_skips_masked_leaves():
 def test_bad_group_leaves_raise():
   with pytest.raises(ValueError, match="groups"):
     ro.group_lasso(1.0, {"k": "channels"})
+
+
+@pytest.mark.parametrize("shape", [(6, 4), (4, 6), (3, 3, 2, 4)])
+def test_nuclear_prox_soft_thresholds_singular_values(x64, shape):
+  rng = np.random.default_rng(3)
+  y = rng.normal(size=shape)
+  m = y.reshape(-1, shape[-1])
+  sigma = np.linalg.svd(m, compute_uv=False)
+  t = float(np.median(sigma))
+  z, psi = ro.NuclearNorm().prox(jnp.asarray(y), jnp.asarray(t))
+  assert z.shape == y.shape
+  zm = np.asarray(z).reshape(m.shape)
+  np.testing.assert_allclose(
+      np.linalg.svd(zm, compute_uv=False), np.maximum(sigma - t, 0), atol=1e-12)
+  # Optimality: y − z ∈ t ∂‖z‖_*, i.e. y − z = t U Vᵀ on z's range plus a
+  # part of spectral norm ≤ t orthogonal to it.
+  u, s, vt = np.linalg.svd(zm, full_matrices=False)
+  k = int(np.sum(s > 1e-12))
+  g = (m - zm) / t
+  np.testing.assert_allclose(u[:, :k].T @ g @ vt[:k].T, np.eye(k), atol=1e-10)
+  assert np.linalg.norm(g, 2) <= 1 + 1e-10
+  assert float(jnp.sum(psi)) == pytest.approx(ref.nuclear_value(np.asarray(z)), rel=1e-10)
+  assert float(ro.NuclearNorm().value(jnp.asarray(y))) == pytest.approx(sigma.sum())
+
+
+def test_l1_prox_and_screening(x64):
+  rng = np.random.default_rng(4)
+  y, t = rng.normal(size=(7, 5)), 0.5
+  pen = ro.l1(1.0).layout({"w": jnp.asarray(y)})[0]
+  assert pen.separable
+  z, _ = pen.prox(jnp.asarray(y), jnp.asarray(t))
+  np.testing.assert_allclose(z, ref.l1_prox(y, t), rtol=1e-14)
+  # Optimality: z_i = 0 iff |y_i| ≤ t, else y_i − z_i = t sign(z_i).
+  zero = np.abs(y) <= t
+  np.testing.assert_array_equal(np.asarray(z) == 0, zero)
+  np.testing.assert_allclose(np.where(zero, 0, y - z - t * np.sign(z)), 0, atol=1e-14)
+  np.testing.assert_array_equal(np.asarray(pen.screen(jnp.asarray(y), t)), ~zero)
+  params = {"w": jnp.asarray(y), "b": jnp.ones(3)}
+  assert float(ro.l1(0.2, {"w": True, "b": False}).value(params)) == pytest.approx(
+      0.2 * np.abs(y).sum())
+  assert float(ro.nuclear_norm(0.2).value(params)) == pytest.approx(
+      0.2 * ref.nuclear_value(y))

@@ -111,3 +111,53 @@ def test_iteration_cap_and_zero_metric_entries_stay_finite():
         ro.pg_solver(3, 0.0), shape, axes, *(x.astype(np.float32) for x in
         (a, v, p)), np.float32(t), z0.astype(np.float32))
     assert np.all(np.isfinite(z)) and iters <= 3
+
+
+@pytest.mark.parametrize("shape, axes", CASES)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_exact_solver_matches_high_precision_solve(x64, shape, axes, seed):
+  a, v, p, tau, z0 = _subproblem(shape, axes, seed)
+  z, passes = _solve(ro.exact_solver(), shape, axes, a, v, p, tau, z0)
+  exact = ref.exact_group_solution(a, v, p, tau, axes)
+  scale = np.sqrt(np.sum(exact**2, axis=axes, keepdims=True))
+  err = np.sqrt(np.sum((z - exact) ** 2, axis=axes, keepdims=True))
+  assert np.all(err <= 1e-10 * np.maximum(scale, 1e-300) + (scale == 0) * 0)
+  np.testing.assert_array_equal(z == 0, exact == 0)
+  assert 0 < passes < 50
+
+
+@pytest.mark.parametrize("shape, axes", CASES[:2])
+def test_exact_solver_agrees_with_tight_pg(x64, shape, axes):
+  a, v, p, tau, z0 = _subproblem(shape, axes, seed=7)
+  z_exact, _ = _solve(ro.exact_solver(), shape, axes, a, v, p, tau, z0)
+  z_pg, _ = _solve(ro.pg_solver(20000, 0.0), shape, axes, a, v, p, tau, z0)
+  np.testing.assert_allclose(z_pg, z_exact, atol=1e-7)
+
+
+def test_exact_solver_in_float32_is_finite_and_accurate():
+  shape, axes = (3, 3, 4, 5), (0, 1, 3)
+  a, v, p, tau, z0 = _subproblem(shape, axes, seed=8)
+  z, _ = _solve(ro.exact_solver(), shape, axes,
+                *(x.astype(np.float32) for x in (a, v, p)), np.float32(tau),
+                z0.astype(np.float32))
+  exact = ref.exact_group_solution(a, v, p, tau, axes)
+  np.testing.assert_allclose(z, exact, atol=1e-5)
+
+
+@pytest.mark.parametrize("shape, axes", CASES[:2])
+@pytest.mark.parametrize("eps0, count", [(1e-3, 1), (1e-3, 40), (1e-6, 5)])
+def test_condition7_matches_reference_and_holds_at_exit(x64, shape, axes, eps0, count):
+  a, v, p, tau, z0 = _subproblem(shape, axes, seed=9)
+  eps_t = eps0 / count**0.51
+  solver = ro.pg_solver(max_iters=500, residual_tol=eps0)
+  z, iters = _solve(solver, shape, axes, a, v, p, tau, z0, count)
+  z_ref, iters_ref = ref.pg_solve_condition7(a, v, p, tau, z0, axes, eps_t, 500)
+  assert 1 < iters == iters_ref < 500
+  np.testing.assert_allclose(z, z_ref, rtol=1e-12, atol=1e-12)
+  # At exit: (L + 1/η)‖z_j − z_{j−1}‖ ≤ ε_t and Q(z_j) ≤ Q(z0).
+  # z_{j−1}: the same iteration stopped one earlier (an unreachable ε).
+  z_prev, _ = _solve(ro.pg_solver(max_iters=iters - 1, residual_tol=1e-300),
+                     shape, axes, a, v, p, tau, z0)
+  lip = 2 * np.max(p, axis=axes, keepdims=True)
+  assert np.sqrt(np.sum((lip * (z - z_prev)) ** 2)) <= eps_t
+  assert _objective(z, a, v, p, tau, axes) <= _objective(z0, a, v, p, tau, axes)
