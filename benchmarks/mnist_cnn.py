@@ -122,7 +122,6 @@ def main() -> None:
       **schedule,
       regularizer=ramda_optax.group_lasso(args.strength, groups),
   )
-  # The state keeps W⁰ = params: copy them so that both can be donated.
   opt_state = optimizer.init(params)
   step = make_step(model, optimizer)
   evaluate = make_evaluate(model, groups)

@@ -108,9 +108,10 @@ def problem(shapes: dict, groups: dict, seed: int = 0):
 
 def time_variant(opt, init, grad_fn, warmup: int, steps: int) -> dict:
   params = jax.tree.map(jnp.copy, init)
-  state = opt.init(params)
+  # A copy: optax.contrib.madgrad keeps params themselves as x0, which
+  # could not be donated together with them.
+  state = opt.init(jax.tree.map(jnp.copy, params))
 
-  @jax.jit
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state

@@ -63,6 +63,11 @@ def _zeros_like_stats(params):
   )
 
 
+def _two_zero_trees(params):
+  # Two distinct buffers (not one twice), so that the state can be donated.
+  return _zeros_like_stats(params), _zeros_like_stats(params)
+
+
 def _moments(b1, b2, grads, stats):
   m, v = stats
   m = jax.tree.map(lambda m, g: b1 * m + (1 - b1) * g.astype(m.dtype), m, grads)
@@ -83,7 +88,7 @@ def adam_moments(b1: float, b2: float, eps: float) -> Statistics:
     metric = jax.tree.map(lambda v: jnp.sqrt(v / c2) + eps, v)
     return linear, metric, (m, v)
 
-  return Statistics(lambda p: (_zeros_like_stats(p),) * 2, update)
+  return Statistics(_two_zero_trees, update)
 
 
 def adamw_step_moments(b1: float, b2: float, eps: float) -> Statistics:
@@ -104,7 +109,7 @@ def adamw_step_moments(b1: float, b2: float, eps: float) -> Statistics:
     )
     return linear, metric, (m, v)
 
-  return Statistics(lambda p: (_zeros_like_stats(p),) * 2, update)
+  return Statistics(_two_zero_trees, update)
 
 
 def ema_momentum(momentum: float) -> Statistics:

@@ -179,3 +179,25 @@ def test_family_under_inject_hyperparams_and_jit(make):
   assert len(traces) == 1
   assert all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params))
   del plain
+
+
+@pytest.mark.parametrize("make", [
+    lambda reg: ro.ramda(1e-2, regularizer=reg),
+    lambda reg: ro.rmda(1e-2, regularizer=reg),
+    lambda reg: ro.proxgen(1e-2, regularizer=reg),
+    lambda reg: ro.prox_ssi(1e-2, regularizer=reg),
+    lambda reg: ro.prox_sgd(1e-2, regularizer=reg),
+])
+def test_params_and_state_can_be_donated(make):
+  params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
+  opt = make(ro.group_lasso(0.1, {"w": (1,), "b": None}))
+
+  def step(params, state):
+    u, state = opt.update(jax.tree.map(lambda p: p - 0.5, params), state, params)
+    return optax.apply_updates(params, u), state
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  state = opt.init(params)
+  for _ in range(2):
+    params, state = step(params, state)
+  assert all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params))
