@@ -1,0 +1,74 @@
+"""The dual-average accumulator and the preconditioners, on their own."""
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ramda_optax as ro
+from ramda_optax import dual_averaging as da
+
+
+def test_accumulates_weighted_gradients_and_restarts(x64):
+  params = {"w": jnp.array([1.0, -2.0])}
+  state = da.init(params)
+  assert state.anchor["w"] is not params["w"]  # a buffer of its own
+  grads = [{"w": jnp.array([0.5, 1.0]) * (n + 1)} for n in range(5)]
+  lrs = [0.1, 0.2, 0.3, 0.4, 0.5]
+  restarts = (3,)
+  expected_v, expected_alpha, k = np.zeros(2), 0.0, 0
+  for n, (g, lr) in enumerate(zip(grads, lrs)):
+    stage = da.stage(state.count, restarts)
+    assert bool(stage.restart) == (n == 3)
+    assert int(stage.num_restarts) == (n >= 3)
+    current = {"w": params["w"] + n}
+    state, weight = da.update(g, state, current, lr, stage.restart)
+    if n == 3:
+      expected_v, expected_alpha, k = np.zeros(2), 0.0, 0
+    k += 1
+    s = lr * np.sqrt(k)
+    expected_v += s * np.asarray(g["w"])
+    expected_alpha += s
+    assert float(weight) == pytest.approx(s, rel=1e-14)
+    assert int(state.stage_count) == k and int(state.count) == n + 1
+    np.testing.assert_allclose(state.grad_sum["w"], expected_v, rtol=1e-14)
+    assert float(state.alpha) == pytest.approx(expected_alpha, rel=1e-14)
+  # The anchor moved to the params current at the restart step.
+  np.testing.assert_array_equal(state.anchor["w"], params["w"] + 3)
+
+
+def test_bfloat16_params_get_float32_statistics():
+  params = {"w": jnp.ones(3, jnp.bfloat16)}
+  state = da.init(params)
+  assert state.grad_sum["w"].dtype == jnp.float32 and state.alpha.dtype == jnp.float32
+  assert state.anchor["w"].dtype == jnp.bfloat16
+  assert ro.cube_root().init(params)["w"].dtype == jnp.float32
+
+
+def test_restart_steps_are_checked():
+  with pytest.raises(ValueError, match="restart_steps"):
+    da.check_restart_steps((3, 2))
+  with pytest.raises(ValueError, match="restart_steps"):
+    da.check_restart_steps((2.5,))
+
+
+def test_cube_root_preconditioner(x64):
+  pre = ro.cube_root(eps=1e-3, eps_decay=0.5)
+  params = {"w": jnp.zeros(3)}
+  stats = pre.init(params)
+  g = {"w": jnp.array([0.0, 2.0, -3.0])}
+  stats = pre.update(stats, g, jnp.asarray(0.5), False)
+  stats = pre.update(stats, g, jnp.asarray(1.0), False)
+  np.testing.assert_allclose(stats["w"], 1.5 * np.array([0.0, 4.0, 9.0]))
+  metric = pre.metric(stats, jnp.asarray(1e-3), jnp.asarray(2))
+  np.testing.assert_allclose(metric["w"], np.cbrt(stats["w"]) + 1e-3, rtol=1e-14)
+  assert float(metric["w"][0]) == 1e-3  # ∛0 is exactly 0
+  stats = pre.update(stats, g, jnp.asarray(1.0), True)  # a restart zeroes U
+  np.testing.assert_allclose(stats["w"], [0.0, 4.0, 9.0])
+  with pytest.raises(ValueError, match="eps_decay"):
+    ro.cube_root(eps_decay=1.5)
+
+
+def test_sqrt_count_preconditioner(x64):
+  pre = ro.sqrt_count()
+  assert pre.init({"w": jnp.ones(2)}) == ()
+  assert float(pre.metric((), jnp.asarray(0.0), jnp.asarray(9))) == 3.0
