@@ -40,10 +40,10 @@ def blockwise_prox_solution(
 ) -> jax.Array:
   """prox_{τ/P ψ}(a − v/P): exact when P is constant on every block of ψ
   (a scalar metric, or any diagonal metric for a separable ψ such as ℓ1)."""
-  p = jnp.broadcast_to(p, a.shape)
-  block_p = penalty.block_max(p)
-  z, _ = penalty.prox(unregularized_solution(a, v, p), safe_divide(tau, block_p))
-  return jnp.where(tau > 0, z, unregularized_solution(a, v, p))
+  block_p = p if jnp.ndim(p) == 0 else penalty.block_max(p)
+  y = unregularized_solution(a, v, p)
+  z, _ = penalty.prox(y, safe_divide(tau, block_p))
+  return jnp.where(tau > 0, z, y)
 
 
 def _screening(penalty, a, v, p, tau):
