@@ -51,6 +51,12 @@ class LeafPenalty(Protocol):
   def block_max(self, x: jax.Array) -> jax.Array:
     """Block-shaped maximum of x over each block."""
 
+  def block_axes(self, ndim: int) -> tuple[int, ...]:
+    """The axes a block spans (size 1 in block-shaped arrays)."""
+
+  def block_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The block-shaped arrays' shape for a leaf of ``shape``."""
+
 
 @dataclasses.dataclass(frozen=True)
 class GroupNorm:
@@ -98,6 +104,13 @@ class GroupNorm:
   def block_max(self, x: jax.Array) -> jax.Array:
     return jnp.max(x, axis=self.axes, keepdims=True)
 
+  def block_axes(self, ndim: int) -> Axes:
+    del ndim
+    return self.axes
+
+  def block_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(1 if i in self.axes else n for i, n in enumerate(shape))
+
 
 @dataclasses.dataclass(frozen=True)
 class NuclearNorm:
@@ -129,6 +142,12 @@ class NuclearNorm:
 
   def block_max(self, x: jax.Array) -> jax.Array:
     return jnp.max(x, keepdims=True)
+
+  def block_axes(self, ndim: int) -> Axes:
+    return tuple(range(ndim))
+
+  def block_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return (1,) * len(shape)
 
 
 GroupsSpec = Any  # a pytree of None | tuple[int, ...], or params -> pytree

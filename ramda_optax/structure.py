@@ -5,12 +5,13 @@ All functions are jit-able and take a ``groups`` specification as
 or a callable ``params -> pytree``).
 """
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 
-from ramda_optax.regularizers import GroupsSpec, leaf_groups
+from ramda_optax.regularizers import GroupsSpec, leaf_groups, leaf_mask
 
 
 def unstructured_sparsity(params: Any) -> jax.Array:
@@ -50,3 +51,102 @@ def weighted_group_sparsity(params: Any, groups: GroupsSpec) -> jax.Array:
   """
   _, _, zero, total = _group_zero_counts(params, groups)
   return zero / total
+
+
+def _matrix_rank_deficit(x: jax.Array) -> tuple[jax.Array, int]:
+  """(number of zero singular values, min(M, N)) of the matrix view."""
+  m = x.reshape(-1, x.shape[-1])
+  sigma = jnp.linalg.svd(m, compute_uv=False)
+  # NumPy's matrix_rank tolerance: σ_max · max(M, N) · machine epsilon.
+  tol = sigma[0] * max(m.shape) * jnp.finfo(m.dtype).eps
+  return jnp.sum(sigma <= tol), min(m.shape)
+
+
+def low_rank_level(params: Any, mask: Any = None) -> jax.Array:
+  """Share of zero singular values over the nuclear-norm leaves.
+
+  A leaf's matrix view keeps its last axis and flattens the others (as
+  :func:`ramda_optax.nuclear_norm` does); a singular value counts as zero
+  below NumPy's ``matrix_rank`` tolerance, σ_max · max(M, N) · eps.
+
+  Args:
+    params: the parameters.
+    mask: as for :func:`ramda_optax.nuclear_norm` (None: every leaf with two
+      or more dimensions).
+  """
+  flags = leaf_mask(mask, params, lambda x: jnp.ndim(x) >= 2)
+  zero = total = 0
+  for (_, on), x in zip(flags, jax.tree.leaves(params)):
+    if on:
+      z, n = _matrix_rank_deficit(x)
+      zero, total = zero + z, total + n
+  if total == 0:
+    raise ValueError("mask: no leaf is regularized by the nuclear norm.")
+  return zero / total
+
+
+@struct.dataclass
+class LayerStructure:
+  """Structure of one regularized leaf (a pytree: jit can return it).
+
+  Attributes:
+    path: the leaf's path in params.
+    groups_alive: groups with a nonzero entry.
+    groups_total: all groups.
+    params_alive: parameters in groups with a nonzero entry.
+    params_total: all parameters of the leaf.
+  """
+
+  path: str = struct.field(pytree_node=False)
+  groups_alive: jax.Array
+  groups_total: int = struct.field(pytree_node=False)
+  params_alive: jax.Array
+  params_total: int = struct.field(pytree_node=False)
+
+
+class StructureReport(NamedTuple):
+  """Per-layer structure; ``print(report)`` shows it as a table."""
+
+  layers: tuple[LayerStructure, ...]
+
+  def __str__(self) -> str:
+    width = max([len(r.path) for r in self.layers] + [5])
+    lines = [f"{'layer':{width}s}  {'groups alive':>17s}  {'params alive':>23s}"]
+    for r in self.layers:
+      g, p = int(r.groups_alive), int(r.params_alive)
+      lines.append(
+          f"{r.path:{width}s}  {g:>7d} / {r.groups_total:<7d}  "
+          f"{p:>10d} / {r.params_total:<10d}"
+      )
+    g_alive = sum(int(r.groups_alive) for r in self.layers)
+    g_total = sum(r.groups_total for r in self.layers)
+    p_alive = sum(int(r.params_alive) for r in self.layers)
+    p_total = sum(r.params_total for r in self.layers)
+    lines.append(
+        f"{'total':{width}s}  {g_alive:>7d} / {g_total:<7d}  "
+        f"{p_alive:>10d} / {p_total:<10d}"
+    )
+    return "\n".join(lines)
+
+
+def structure_report(params: Any, groups: GroupsSpec) -> StructureReport:
+  """Groups and parameters alive per regularized leaf (jit-able counts).
+
+  Example:
+    >>> import jax.numpy as jnp, ramda_optax
+    >>> params = {'w': jnp.array([[1.0, 2.0], [0.0, 0.0], [3.0, 0.0]])}
+    >>> print(ramda_optax.structure_report(params, {'w': (1,)}))
+    layer       groups alive             params alive
+    ['w']        2 / 3                 4 / 6
+    total        2 / 3                 4 / 6
+  """
+  rows = []
+  for x, (path, axes) in zip(jax.tree.leaves(params), leaf_groups(groups, params)):
+    if axes is None:
+      continue
+    alive = jnp.any(x != 0, axis=axes)
+    per_group = x.size // max(alive.size, 1)
+    rows.append(LayerStructure(
+        path=path, groups_alive=jnp.sum(alive), groups_total=alive.size,
+        params_alive=jnp.sum(alive) * per_group, params_total=x.size))
+  return StructureReport(tuple(rows))

@@ -41,18 +41,26 @@ def test_theta_hat_zero_pattern_settles_on_the_minimisers():
   xs, ys = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
 
   @jax.jit
-  def step(params, state, key):
+  def step(params, state, history, key):
     idx = jax.random.choice(key, len(xs), (64,), replace=False)
     loss = lambda p: jnp.mean(jnp.sum((xs[idx] @ p["w"] - ys[idx]) ** 2, 1)) / 2
     updates, state = opt.update(jax.grad(loss)(params), state, params)
     params = optax.apply_updates(params, updates)
-    zero = jnp.all(ro.subproblem_solution(state, params)["w"] == 0, axis=1)
-    return params, state, zero
+    zero = ro.subproblem_zero_groups(state)
+    return params, state, ro.identification.update(history, zero)
 
   state = opt.init(params)
-  patterns = []
-  for key in jax.random.split(jax.random.key(0), 600):
-    params, state, zero = step(params, state, key)
-    patterns.append(np.asarray(zero))
-  wrong = [i for i, z in enumerate(patterns) if not np.array_equal(z, target)]
-  assert wrong and wrong[-1] < 150, wrong[-5:]  # identified, and it stays
+  history = ro.identification.init(ro.subproblem_zero_groups(state))
+  flips_per_interval = []
+  for i, key in enumerate(jax.random.split(jax.random.key(0), 600)):
+    params, state, history = step(params, state, history, key)
+    if i % 100 == 99:
+      flips_per_interval.append(int(history.flips))
+      history = ro.identification.new_interval(history)
+  # Identified early, then kept: no flips in the later intervals.
+  np.testing.assert_array_equal(history.pattern["w"], target)
+  assert 0 < int(history.last_change) < 150
+  assert flips_per_interval[0] > 0 and flips_per_interval[2:] == [0] * 4
+  # Screening's pattern is θ̂'s.
+  theta = ro.subproblem_solution(state, params)
+  np.testing.assert_array_equal(np.all(theta["w"] == 0, axis=1), target)

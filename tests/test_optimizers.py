@@ -281,3 +281,15 @@ def test_bad_groups_raise_at_init(groups, message):
   opt = ro.ramda(0.1, regularizer=ro.group_lasso(0.1, groups))
   with pytest.raises(ValueError, match=f"groups.*{message}"):
     opt.init(params)
+
+
+def test_subproblem_zero_groups_is_theta_hats_pattern(x64):
+  init, grad_fn = quadratic(seed=5, num_steps=20)
+  opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.05, GROUPS))
+  history, state = _run_library(opt, init, grad_fn, 20, jnp.float64)
+  zero = jax.jit(ro.subproblem_zero_groups)(state)
+  theta = ro.subproblem_solution(state, history[-2][0])
+  assert zero["bias"] is None
+  for k in ("dense", "conv"):
+    np.testing.assert_array_equal(zero[k], np.all(theta[k] == 0, axis=GROUPS[k]))
+  assert 0 < sum(int(zero[k].sum()) for k in ("dense", "conv"))

@@ -41,3 +41,35 @@ def test_bundled_mnist_split():
   np.testing.assert_array_equal(again.labels, train.labels)
   with pytest.raises(ValueError, match="num_validation"):
     ro.datasets.load_mnist10k(num_validation=20000)
+
+
+def test_low_rank_level_counts_zero_singular_values():
+  rng = np.random.default_rng(0)
+  rank2 = rng.normal(size=(6, 2)) @ rng.normal(size=(2, 4))  # 2 of 4 zero
+  conv = rng.normal(size=(3, 3, 2, 5))  # view (18, 5): full rank
+  params = {"a": jnp.asarray(rank2, jnp.float32), "c": jnp.asarray(conv), "b": jnp.ones(3)}
+  assert float(ro.low_rank_level(params)) == pytest.approx(2 / 9)
+  mask = {"a": True, "c": False, "b": False}
+  assert float(jax.jit(lambda p: ro.low_rank_level(p, mask))(params)) == pytest.approx(0.5)
+  with pytest.raises(ValueError, match="mask"):
+    ro.low_rank_level({"b": jnp.ones(3)})
+
+
+def test_structure_report_counts_and_jit():
+  w = jnp.array([[1.0, 2.0], [0.0, 0.0], [3.0, 0.0]])
+  conv = jnp.zeros((3, 3, 4, 2)).at[:, :, 1].set(1.0)
+  params = {"w": w, "conv": conv, "b": jnp.ones(2)}
+  groups = {"w": (1,), "conv": (0, 1, 3), "b": None}
+  report = jax.jit(lambda p: ro.structure_report(p, groups))(params)
+  rows = {r.path: r for r in report.layers}
+  assert set(rows) == {"['w']", "['conv']"}
+  assert (int(rows["['conv']"].groups_alive), rows["['conv']"].groups_total) == (1, 4)
+  assert (int(rows["['conv']"].params_alive), rows["['conv']"].params_total) == (18, 72)
+  assert str(report).splitlines()[-1].split() == ["total", "3", "/", "7", "22", "/", "78"]
+
+
+def test_zero_groups_pattern():
+  params = {"w": jnp.array([[0.0, 0.0], [1.0, 0.0]]), "b": jnp.zeros(2)}
+  pattern = ro.zero_groups(params, {"w": (1,), "b": None})
+  assert pattern["b"] is None
+  np.testing.assert_array_equal(pattern["w"], [True, False])
