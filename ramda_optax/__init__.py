@@ -6,6 +6,7 @@ and its building blocks.
 
 from ramda_optax import datasets
 from ramda_optax import dual_averaging
+from ramda_optax import identification
 from ramda_optax.optimizers import RamdaState
 from ramda_optax.optimizers import SubproblemSpec
 from ramda_optax.optimizers import inner_iterations
@@ -13,6 +14,7 @@ from ramda_optax.optimizers import ramda
 from ramda_optax.optimizers import rmda
 from ramda_optax.optimizers import regularized_dual_averaging
 from ramda_optax.optimizers import subproblem_solution
+from ramda_optax.optimizers import subproblem_zero_groups
 from ramda_optax.preconditioners import Preconditioner
 from ramda_optax.preconditioners import cube_root
 from ramda_optax.preconditioners import sqrt_count
@@ -36,7 +38,13 @@ from ramda_optax.solvers import ProxSolver
 from ramda_optax.solvers import exact_solver
 from ramda_optax.solvers import pg_solver
 from ramda_optax.solvers import prox_solver
+from ramda_optax.structure import LayerStructure
+from ramda_optax.structure import StructureReport
+from ramda_optax.identification import PatternHistory
+from ramda_optax.identification import zero_groups
 from ramda_optax.structure import group_sparsity
+from ramda_optax.structure import low_rank_level
+from ramda_optax.structure import structure_report
 from ramda_optax.structure import unstructured_sparsity
 from ramda_optax.structure import weighted_group_sparsity
 
@@ -45,15 +53,18 @@ __version__ = "0.1.0"
 __all__ = (
     "ExactSolver",
     "GroupNorm",
+    "LayerStructure",
     "LeafPenalty",
     "NuclearNorm",
     "PGSolver",
+    "PatternHistory",
     "Preconditioner",
     "ProxSolver",
     "ProximalState",
     "RamdaState",
     "Regularizer",
     "Statistics",
+    "StructureReport",
     "SubproblemSpec",
     "cube_root",
     "datasets",
@@ -61,8 +72,10 @@ __all__ = (
     "exact_solver",
     "group_lasso",
     "group_sparsity",
+    "identification",
     "inner_iterations",
     "l1",
+    "low_rank_level",
     "nuclear_norm",
     "pg_solver",
     "prox_sgd",
@@ -75,7 +88,10 @@ __all__ = (
     "rmda",
     "sqrt_count",
     "stagewise_schedule",
+    "structure_report",
     "subproblem_solution",
+    "subproblem_zero_groups",
     "unstructured_sparsity",
     "weighted_group_sparsity",
+    "zero_groups",
 )
