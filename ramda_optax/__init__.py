@@ -7,6 +7,7 @@ and its building blocks.
 from ramda_optax import datasets
 from ramda_optax import dual_averaging
 from ramda_optax import identification
+from ramda_optax import sharding
 from ramda_optax.optimizers import RamdaState
 from ramda_optax.optimizers import SubproblemSpec
 from ramda_optax.optimizers import inner_iterations
@@ -86,6 +87,7 @@ __all__ = (
     "regularized_dual_averaging",
     "regularized_proximal",
     "rmda",
+    "sharding",
     "sqrt_count",
     "stagewise_schedule",
     "structure_report",

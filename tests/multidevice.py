@@ -1,0 +1,125 @@
+"""Sharded training on 8 simulated CPU devices vs one device.
+
+Run by tests/test_sharding.py in a subprocess with
+XLA_FLAGS=--xla_force_host_platform_device_count=8; exits non-zero on a
+mismatch. It runs in float64: sharding changes the order of the gradient
+reductions, and in float32 the PG solver's relative-decrease rule (rtol 1e-8,
+below float32's resolution) turns those roundings into different iteration
+counts; in float64 the trajectories agree to 1e-6 as they should.
+"""
+
+import os
+import sys
+
+assert "--xla_force_host_platform_device_count=8" in os.environ.get("XLA_FLAGS", "")
+
+import jax  # pylint: disable=g-import-not-at-top
+
+jax.config.update("jax_enable_x64", True)
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+import ramda_optax as ro
+
+GROUPS = {"l1": {"kernel": (1,), "bias": None}, "l2": {"kernel": (1,), "bias": None},
+          "conv": {"kernel": (0, 1, 3), "bias": None}}
+
+
+def init_params(key):
+  k1, k2, k3 = jax.random.split(key, 3)
+  return {
+      "conv": {"kernel": 0.3 * jax.random.normal(k3, (3, 3, 1, 8)), "bias": jnp.zeros(8)},
+      "l1": {"kernel": 0.1 * jax.random.normal(k1, (8 * 8 * 8, 32)), "bias": jnp.zeros(32)},
+      "l2": {"kernel": 0.1 * jax.random.normal(k2, (32, 8)), "bias": jnp.zeros(8)},
+  }
+
+
+def loss_fn(params, x, y):
+  h = jax.lax.conv_general_dilated(
+      x, params["conv"]["kernel"], (1, 1), "SAME",
+      dimension_numbers=("NHWC", "HWIO", "NHWC")) + params["conv"]["bias"]
+  h = jax.nn.relu(h).reshape(x.shape[0], -1)
+  h = jax.nn.relu(h @ params["l1"]["kernel"] + params["l1"]["bias"])
+  logits = h @ params["l2"]["kernel"] + params["l2"]["bias"]
+  return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+
+def optimizers():
+  reg = ro.group_lasso(2e-2, GROUPS)
+  return {
+      "ramda": ro.ramda(1e-2, momentum=0.9, regularizer=reg, restart_steps=(3,)),
+      "ramda_exact": ro.ramda(1e-2, regularizer=reg, solver=ro.exact_solver()),
+      "proxgen": ro.proxgen(1e-3, regularizer=reg),
+      "nuclear": ro.proxgen(1e-3, regularizer=ro.nuclear_norm(
+          1e-2, {"conv": {"kernel": False, "bias": False},
+                 "l1": {"kernel": True, "bias": False},
+                 "l2": {"kernel": True, "bias": False}}),
+                            solver=ro.pg_solver(5, 1e-3)),
+  }
+
+
+def train(opt, params, batches, param_sh=None, batch_sh=None, mesh=None):
+  def step(params, state, x, y):
+    grads = jax.grad(loss_fn)(params, x, y)
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  if mesh is None:
+    state = opt.init(params)
+    step = jax.jit(step)
+  else:
+    abstract = jax.eval_shape(opt.init, params)
+    state_sh = ro.sharding.state_shardings(abstract, params, param_sh, mesh)
+    params = jax.device_put(params, param_sh)
+    state = jax.jit(opt.init, out_shardings=state_sh)(params)
+    step = jax.jit(step, in_shardings=(param_sh, state_sh, batch_sh, batch_sh),
+                   out_shardings=(param_sh, state_sh))
+  for x, y in batches:
+    if mesh is not None:
+      x, y = jax.device_put(x, batch_sh), jax.device_put(y, batch_sh)
+    params, state = step(params, state, x, y)
+  if mesh is not None:
+    expected = jax.tree.leaves(state_sh)
+    for leaf, sh in zip(jax.tree.leaves(state), expected):
+      assert leaf.sharding.is_equivalent_to(sh, leaf.ndim), (leaf.sharding, sh)
+    for leaf, sh in zip(jax.tree.leaves(params), jax.tree.leaves(param_sh)):
+      assert leaf.sharding.is_equivalent_to(sh, leaf.ndim), (leaf.sharding, sh)
+  return params, state
+
+
+def main():
+  assert len(jax.devices()) == 8
+  params = init_params(jax.random.key(0))
+  rng = np.random.default_rng(0)
+  batches = [(rng.normal(size=(32, 8, 8, 1)),
+              rng.integers(0, 8, size=32)) for _ in range(6)]
+  layouts = {
+      # Data parallel: params replicated, batch split over 8 devices.
+      "dp": (Mesh(np.array(jax.devices()), ("data",)),
+             lambda path, p: P()),
+      # FSDP-style: kernels split along the grouped (reduced) axis too, so
+      # group norms span shards; batch over 'data'.
+      "fsdp": (Mesh(np.array(jax.devices()).reshape(4, 2), ("data", "model")),
+               lambda path, p: P(*([None] * (p.ndim - 1)), "model") if p.ndim > 1 else P()),
+  }
+  for name, opt in optimizers().items():
+    reference, _ = train(opt, params, batches)
+    for layout, (mesh, spec) in layouts.items():
+      param_sh = jax.tree_util.tree_map_with_path(
+          lambda path, p: NamedSharding(mesh, spec(path, p)), params)
+      batch_sh = NamedSharding(mesh, P("data"))
+      sharded, state = train(opt, params, batches, param_sh, batch_sh, mesh)
+      for a, b in zip(jax.tree.leaves(reference), jax.tree.leaves(sharded)):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), rtol=1e-6, atol=1e-6,
+                                   err_msg=f"{name}/{layout}")
+      theta = ro.subproblem_solution(state, sharded) if name.startswith(("ramda", "rmda")) else sharded
+      sparsity = float(ro.weighted_group_sparsity(theta, GROUPS))
+      assert name == "nuclear" or 0 < sparsity < 1, (name, sparsity)  # screening ran
+      print(f"{name}/{layout}: ok, weighted group sparsity {sparsity:.3f}")
+  print("all ok")
+
+
+if __name__ == "__main__":
+  sys.exit(main())
