@@ -4,10 +4,16 @@ Optax gradient transformations implementing RAMDA (Huang & Lee, NeurIPS 2024)
 and its building blocks.
 """
 
+from ramda_optax import compaction
 from ramda_optax import datasets
 from ramda_optax import dual_averaging
+from ramda_optax import groups
 from ramda_optax import identification
 from ramda_optax import sharding
+from ramda_optax.compaction import CompactionResult
+from ramda_optax.compaction import ModelCost
+from ramda_optax.compaction import compact
+from ramda_optax.compaction import model_cost
 from ramda_optax.optimizers import RamdaState
 from ramda_optax.optimizers import SubproblemSpec
 from ramda_optax.optimizers import inner_iterations
@@ -52,10 +58,12 @@ from ramda_optax.structure import weighted_group_sparsity
 __version__ = "0.1.0"
 
 __all__ = (
+    "CompactionResult",
     "ExactSolver",
     "GroupNorm",
     "LayerStructure",
     "LeafPenalty",
+    "ModelCost",
     "NuclearNorm",
     "PGSolver",
     "PatternHistory",
@@ -67,16 +75,20 @@ __all__ = (
     "Statistics",
     "StructureReport",
     "SubproblemSpec",
+    "compact",
+    "compaction",
     "cube_root",
     "datasets",
     "dual_averaging",
     "exact_solver",
     "group_lasso",
     "group_sparsity",
+    "groups",
     "identification",
     "inner_iterations",
     "l1",
     "low_rank_level",
+    "model_cost",
     "nuclear_norm",
     "pg_solver",
     "prox_sgd",

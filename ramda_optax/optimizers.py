@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ramda_optax import _trees
 from ramda_optax import _validation
 from ramda_optax import dual_averaging
 from ramda_optax import preconditioners
@@ -343,6 +344,8 @@ def subproblem_solution(
   Returns:
     θ̂ as a pytree like params.
   """
+  opt_state = _trees.unwrap_variables(opt_state)
+  params = _trees.unwrap_variables(params)
   thetas = []
   for state in _find_states(opt_state):
     anchor = state.dual.anchor
@@ -379,7 +382,7 @@ def subproblem_zero_groups(opt_state: Any) -> Any:
     dual-averaging state covers.
   """
   patterns = []
-  for state in _find_states(opt_state):
+  for state in _find_states(_trees.unwrap_variables(opt_state)):
     spec = state.spec
     leaves, treedef = jax.tree.flatten(state.dual.anchor)
     metric = spec.metric(state.precond, state.damping, state.dual.stage_count)
@@ -403,4 +406,5 @@ def subproblem_zero_groups(opt_state: Any) -> Any:
 
 def inner_iterations(opt_state: Any) -> Any:
   """Subproblem solver iterations of the last step, one int per leaf."""
-  return _merge([s.inner_iters for s in _find_states(opt_state)])
+  states = _find_states(_trees.unwrap_variables(opt_state))
+  return _merge([s.inner_iters for s in states])

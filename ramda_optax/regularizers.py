@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ramda_optax import _trees
 from ramda_optax import _validation
 
 Axes = tuple[int, ...]
@@ -218,7 +219,8 @@ def leaf_groups(
     ValueError: if the structure does not match ``params`` or an axis is out
       of range for its leaf.
   """
-  spec = groups(params) if callable(groups) else groups
+  spec = _trees.unwrap_variables(groups(params) if callable(groups) else groups)
+  params = _trees.unwrap_variables(params)
   is_masked = lambda x: isinstance(x, optax.MaskedNode)
   param_paths, param_def = jax.tree_util.tree_flatten_with_path(
       params, is_leaf=is_masked

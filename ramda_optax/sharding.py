@@ -37,8 +37,8 @@ def state_shardings(
     >>> opt = ramda_optax.ramda(1e-2)
     >>> abstract = jax.eval_shape(opt.init, params)
     >>> state_sh = ramda_optax.sharding.state_shardings(abstract, params, shardings, mesh)
-    >>> state_sh.dual.grad_sum["w"].spec
-    PartitionSpec('data', None)
+    >>> tuple(state_sh.dual.grad_sum["w"].spec)
+    ('data', None)
   """
   treedef = jax.tree.structure(params)
   shapes = [jax.numpy.shape(x) for x in jax.tree.leaves(params)]
