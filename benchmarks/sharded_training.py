@@ -60,7 +60,7 @@ def main() -> None:
     return optax.apply_updates(params, updates), opt_state, loss
 
   step = jax.jit(step, in_shardings=(param_sh, state_sh, batch_sh, batch_sh),
-                 out_shardings=(param_sh, state_sh, None))
+                 out_shardings=(param_sh, state_sh, None), donate_argnums=(0, 1))
   print(f"{devices.size} devices, mesh {dict(mesh.shape)}")
   rng = np.random.default_rng(0)
   steps = len(train.labels) // args.batch_size
@@ -71,6 +71,9 @@ def main() -> None:
       batch = order[i * args.batch_size:(i + 1) * args.batch_size]
       params, opt_state, loss = step(
           params, opt_state, train.images[batch], train.labels[batch])
+      # Simulated CPU devices share one thread pool: letting many steps run
+      # ahead can deadlock XLA:CPU's collectives, so wait for each one.
+      loss.block_until_ready()
     logits = model.apply({"params": params}, valid.images)
     accuracy = float(np.mean(np.argmax(logits, -1) == valid.labels))
     theta = ro.subproblem_solution(opt_state, params)
