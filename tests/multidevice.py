@@ -79,7 +79,9 @@ def train(opt, params, batches, param_sh=None, batch_sh=None, mesh=None):
   for x, y in batches:
     if mesh is not None:
       x, y = jax.device_put(x, batch_sh), jax.device_put(y, batch_sh)
-    params, state = step(params, state, x, y)
+    # Wait for each step: simulated CPU devices share one thread pool, and
+    # steps running ahead can deadlock XLA:CPU's collectives.
+    params, state = jax.block_until_ready(step(params, state, x, y))
   if mesh is not None:
     expected = jax.tree.leaves(state_sh)
     for leaf, sh in zip(jax.tree.leaves(state), expected):
