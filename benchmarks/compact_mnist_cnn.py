@@ -89,15 +89,7 @@ def median_times(
 
 
 def parse_args() -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--epochs", type=int, default=24)
-  parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--lr", type=float, default=1e-2, help="RAMDA's η")
-  parser.add_argument("--c", type=float, default=0.1,
-                      help="averaging weight c = 1 − momentum")
-  parser.add_argument("--strength", type=float, default=1e-4,
-                      help="group lasso λ")
-  parser.add_argument("--seed", type=int, default=0)
+  parser = mnist_cnn.training_arguments(__doc__.splitlines()[0])
   parser.add_argument("--runs", type=int, default=50,
                       help="timed forward passes per model")
   return parser.parse_args()

@@ -94,8 +94,9 @@ def print_alive_groups(params: Params) -> None:
             f"{alive.size}")
 
 
-def parse_args() -> argparse.Namespace:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def training_arguments(description: str) -> argparse.ArgumentParser:
+  """The demo's training flags, for this script and those built on it."""
+  parser = argparse.ArgumentParser(description=description)
   parser.add_argument("--epochs", type=int, default=24)
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--lr", type=float, default=1e-2, help="RAMDA's η")
@@ -104,11 +105,11 @@ def parse_args() -> argparse.Namespace:
   parser.add_argument("--strength", type=float, default=1e-4,
                       help="group lasso λ")
   parser.add_argument("--seed", type=int, default=0)
-  return parser.parse_args()
+  return parser
 
 
 def main() -> None:
-  args = parse_args()
+  args = training_arguments(__doc__.splitlines()[0]).parse_args()
   train, valid = ramda_optax.datasets.load_mnist10k()
   steps_per_epoch = len(train.labels) // args.batch_size
   model = CNN()
