@@ -7,6 +7,9 @@ and its building blocks.
 from ramda_optax import compaction
 from ramda_optax import datasets
 from ramda_optax import dual_averaging
+from ramda_optax.debugging import check_finite
+from ramda_optax.debugging import nonfinite_leaves
+from ramda_optax.debugging import report_nonfinite
 from ramda_optax import groups
 from ramda_optax import identification
 from ramda_optax import sharding
@@ -75,6 +78,7 @@ __all__ = (
     "Statistics",
     "StructureReport",
     "SubproblemSpec",
+    "check_finite",
     "compact",
     "compaction",
     "cube_root",
@@ -89,6 +93,7 @@ __all__ = (
     "l1",
     "low_rank_level",
     "model_cost",
+    "nonfinite_leaves",
     "nuclear_norm",
     "pg_solver",
     "prox_sgd",
@@ -98,6 +103,7 @@ __all__ = (
     "ramda",
     "regularized_dual_averaging",
     "regularized_proximal",
+    "report_nonfinite",
     "rmda",
     "sharding",
     "sqrt_count",

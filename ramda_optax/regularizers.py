@@ -131,7 +131,9 @@ class NuclearNorm:
     return jnp.sum(jnp.linalg.svd(self._matrix(x), compute_uv=False))
 
   def prox(self, y: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-    # Singular value soft-thresholding.
+    # Singular value soft-thresholding. An infinite entry becomes NaN first:
+    # XLA:CPU's SVD may never return on infinite input.
+    y = jnp.where(jnp.isinf(y), jnp.nan, y)
     u, sigma, vt = jnp.linalg.svd(self._matrix(y), full_matrices=False)
     shrunk = jnp.maximum(sigma - jnp.reshape(t, ()), 0.0)
     z = (u * shrunk) @ vt

@@ -39,11 +39,12 @@ def blockwise_prox_solution(
     penalty: LeafPenalty, a: jax.Array, v: jax.Array, p: jax.Array, tau: jax.Array
 ) -> jax.Array:
   """prox_{τ/P ψ}(a − v/P): exact when P is constant on every block of ψ
-  (a scalar metric, or any diagonal metric for a separable ψ such as ℓ1)."""
+  (a scalar metric, or any diagonal metric for a separable ψ such as ℓ1).
+  A block with no curvature (P = 0) goes to 0, the minimiser of τψ."""
   block_p = p if jnp.ndim(p) == 0 else penalty.block_max(p)
   y = unregularized_solution(a, v, p)
   z, _ = penalty.prox(y, safe_divide(tau, block_p))
-  return jnp.where(tau > 0, z, y)
+  return jnp.where(tau > 0, jnp.where(block_p > 0, z, 0), y)
 
 
 def _screening(penalty, a, v, p, tau):
