@@ -6,55 +6,56 @@ and its building blocks.
 
 from ramda_optax import compaction
 from ramda_optax import datasets
+from ramda_optax import debugging
 from ramda_optax import dual_averaging
-from ramda_optax.debugging import check_finite
-from ramda_optax.debugging import nonfinite_leaves
-from ramda_optax.debugging import report_nonfinite
 from ramda_optax import groups
 from ramda_optax import identification
 from ramda_optax import sharding
-from ramda_optax.compaction import CompactionResult
-from ramda_optax.compaction import ModelCost
 from ramda_optax.compaction import compact
+from ramda_optax.compaction import CompactionResult
 from ramda_optax.compaction import model_cost
-from ramda_optax.optimizers import RamdaState
-from ramda_optax.optimizers import SubproblemSpec
+from ramda_optax.compaction import ModelCost
+from ramda_optax.debugging import check_finite
+from ramda_optax.debugging import nonfinite_leaves
+from ramda_optax.debugging import report_nonfinite
+from ramda_optax.identification import PatternHistory
+from ramda_optax.identification import zero_groups
 from ramda_optax.optimizers import inner_iterations
 from ramda_optax.optimizers import ramda
-from ramda_optax.optimizers import rmda
+from ramda_optax.optimizers import RamdaState
 from ramda_optax.optimizers import regularized_dual_averaging
+from ramda_optax.optimizers import rmda
 from ramda_optax.optimizers import subproblem_solution
 from ramda_optax.optimizers import subproblem_zero_groups
-from ramda_optax.preconditioners import Preconditioner
+from ramda_optax.optimizers import SubproblemSpec
 from ramda_optax.preconditioners import cube_root
+from ramda_optax.preconditioners import Preconditioner
 from ramda_optax.preconditioners import sqrt_count
-from ramda_optax.proximal import ProximalState
-from ramda_optax.proximal import Statistics
 from ramda_optax.proximal import prox_sgd
 from ramda_optax.proximal import prox_ssi
 from ramda_optax.proximal import proxgen
+from ramda_optax.proximal import ProximalState
 from ramda_optax.proximal import regularized_proximal
+from ramda_optax.proximal import Statistics
+from ramda_optax.regularizers import group_lasso
 from ramda_optax.regularizers import GroupNorm
+from ramda_optax.regularizers import l1
 from ramda_optax.regularizers import LeafPenalty
+from ramda_optax.regularizers import nuclear_norm
 from ramda_optax.regularizers import NuclearNorm
 from ramda_optax.regularizers import Regularizer
-from ramda_optax.regularizers import group_lasso
-from ramda_optax.regularizers import l1
-from ramda_optax.regularizers import nuclear_norm
 from ramda_optax.schedules import stagewise_schedule
-from ramda_optax.solvers import ExactSolver
-from ramda_optax.solvers import PGSolver
-from ramda_optax.solvers import ProxSolver
 from ramda_optax.solvers import exact_solver
+from ramda_optax.solvers import ExactSolver
 from ramda_optax.solvers import pg_solver
+from ramda_optax.solvers import PGSolver
 from ramda_optax.solvers import prox_solver
-from ramda_optax.structure import LayerStructure
-from ramda_optax.structure import StructureReport
-from ramda_optax.identification import PatternHistory
-from ramda_optax.identification import zero_groups
+from ramda_optax.solvers import ProxSolver
 from ramda_optax.structure import group_sparsity
+from ramda_optax.structure import LayerStructure
 from ramda_optax.structure import low_rank_level
 from ramda_optax.structure import structure_report
+from ramda_optax.structure import StructureReport
 from ramda_optax.structure import unstructured_sparsity
 from ramda_optax.structure import weighted_group_sparsity
 
@@ -83,6 +84,7 @@ __all__ = (
     "compaction",
     "cube_root",
     "datasets",
+    "debugging",
     "dual_averaging",
     "exact_solver",
     "group_lasso",

@@ -28,8 +28,9 @@ pins it), for :func:`ramda_optax.ramda` and a bad entry i of a group g:
     factor ``momentum`` per step (at once with ``momentum=0``). It looks like
     learned structure: :func:`ramda_optax.subproblem_zero_groups` and the
     sparsity metrics count it.
-  - no regularizer, or ℓ1: θ̂_i = W⁰_i; the entry is pulled back to the
-    anchor and stays there.
+  - no regularizer: θ̂_i = W⁰_i; the entry is pulled back to the anchor and
+    stays there. ℓ1: θ̂_i = 0 (an entry without curvature goes to the
+    minimiser of τ|θ_i|).
   - nuclear norm: the whole leaf becomes NaN (the SVD of a NaN matrix).
 
 * ±∞ gradient. V_i = ±∞ and U_i = P_i = +∞. Without a regularizer or with
@@ -41,8 +42,9 @@ pins it), for :func:`ramda_optax.ramda` and a bad entry i of a group g:
   screens the group out.
 
 RMDA and ProxSGD (scalar metric): θ̂_i is NaN and the rest of θ̂_g is zero
-(for ±∞ all of θ̂_g is NaN). With the nuclear norm, a ±∞ gradient reaches
-the SVD as ∞, and on XLA:CPU that SVD may never return: the step hangs.
+(for ±∞ all of θ̂_g is NaN). With the nuclear norm, an infinite entry is
+turned into NaN before the SVD (XLA:CPU's SVD may never return on infinite
+input), and the leaf becomes NaN.
 ProxGen and ProxSSI keep NaN Adam moments for good (an EMA never forgets a
 NaN, and they do not restart) and zero group g at every later step.
 
