@@ -51,7 +51,7 @@ def optimizers():
   return {
       "ramda": ro.ramda(1e-2, momentum=0.9, regularizer=reg, restart_steps=(3,)),
       "ramda_exact": ro.ramda(1e-2, regularizer=reg, solver=ro.exact_solver()),
-      "proxgen": ro.proxgen(1e-3, regularizer=reg),
+      "proxgen": ro.proxgen(1e-2, regularizer=ro.group_lasso(0.1, GROUPS)),
       "nuclear": ro.proxgen(1e-3, regularizer=ro.nuclear_norm(
           1e-2, {"conv": {"kernel": False, "bias": False},
                  "l1": {"kernel": True, "bias": False},
