@@ -52,7 +52,7 @@ def train(args: argparse.Namespace) -> mnist_cnn.Params:
   steps_per_epoch = len(train_split.labels) // args.batch_size
   model = mnist_cnn.CNN()
   params = model.init(jax.random.key(args.seed), train_split.images[:1])["params"]
-  groups = jax.tree_util.tree_map_with_path(mnist_cnn.group_axes, params)
+  groups = ramda_optax.groups.structured(params)
   last_stage = steps_per_epoch * (3 * args.epochs // 4)
   optimizer = ramda_optax.ramda(
       **ramda_optax.stagewise_schedule(

@@ -46,14 +46,6 @@ class CNN(nn.Module):
     return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
 
-def group_axes(path: tuple[Any, ...], leaf: jax.Array) -> tuple[int, ...] | None:
-  """Axes a group reduces over: a group per input channel of a Conv kernel
-  (H, W, I, O), per input feature of a Dense kernel (I, O); None for biases."""
-  if path[-1].key != "kernel":
-    return None
-  return (0, 1, 3) if leaf.ndim == 4 else (1,)
-
-
 def make_step(model: nn.Module, optimizer: optax.GradientTransformation) -> StepFn:
   """One jitted training step; params and opt_state are donated."""
 
@@ -84,16 +76,6 @@ def make_evaluate(model: nn.Module, groups: Params) -> Callable[..., tuple]:
   return jax.jit(evaluate)
 
 
-def print_alive_groups(params: Params) -> None:
-  print("groups alive / total per regularized layer:")
-  for path, leaf in jax.tree_util.tree_leaves_with_path(params):
-    axes = group_axes(path, leaf)
-    if axes is not None:
-      alive = jnp.any(leaf != 0, axis=axes)
-      print(f"  {jax.tree_util.keystr(path):24s} {int(alive.sum()):4d} / "
-            f"{alive.size}")
-
-
 def training_arguments(description: str) -> argparse.ArgumentParser:
   """The demo's training flags, for this script and those built on it."""
   parser = argparse.ArgumentParser(description=description)
@@ -114,7 +96,8 @@ def main() -> None:
   steps_per_epoch = len(train.labels) // args.batch_size
   model = CNN()
   params = model.init(jax.random.key(args.seed), train.images[:1])["params"]
-  groups = jax.tree_util.tree_map_with_path(group_axes, params)
+  # Conv kernels channel-wise, the Dense kernel input-wise, biases free.
+  groups = ramda_optax.groups.structured(params)
   # One restart, decaying η and ε, for the last quarter of training.
   last_stage = steps_per_epoch * (3 * args.epochs // 4)
   milestones = [last_stage] if last_stage else []
@@ -147,7 +130,7 @@ def main() -> None:
         f"{sparsity_w:11.2%}  {sparsity_theta:11.2%}  "
         f"{time.perf_counter() - start:8.1f}"
     )
-  print_alive_groups(params)
+  print(ramda_optax.structure_report(params, groups))
 
 
 if __name__ == "__main__":

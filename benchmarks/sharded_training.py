@@ -20,7 +20,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import ramda_optax as ro
-from mnist_cnn import CNN, group_axes
+from mnist_cnn import CNN
 
 
 def main() -> None:
@@ -37,7 +37,7 @@ def main() -> None:
   train, valid = ro.datasets.load_mnist10k()
   model = CNN()
   params = model.init(jax.random.key(0), train.images[:1])["params"]
-  groups = jax.tree_util.tree_map_with_path(group_axes, params)
+  groups = ro.groups.structured(params)
   optimizer = ro.ramda(1e-2, momentum=0.9,
                        regularizer=ro.group_lasso(1e-4, groups))
 
