@@ -20,15 +20,7 @@ from ramda_optax import _validation
 from ramda_optax import dual_averaging
 from ramda_optax import preconditioners
 from ramda_optax import solvers
-from ramda_optax.regularizers import LeafPenalty, Regularizer
-
-
-def check_regularizer(regularizer: Any) -> None:
-  if regularizer is not None and not isinstance(regularizer, Regularizer):
-    raise TypeError(
-        f"regularizer must be a ramda_optax Regularizer or None; got "
-        f"{regularizer!r}."
-    )
+from ramda_optax.regularizers import LeafPenalty, Regularizer, check_regularizer
 
 
 @jax.tree_util.register_static
@@ -386,10 +378,7 @@ def subproblem_zero_groups(opt_state: Any) -> Any:
     spec = state.spec
     leaves, treedef = jax.tree.flatten(state.dual.anchor)
     metric = spec.metric(state.precond, state.damping, state.dual.stage_count)
-    if jax.tree.structure(metric) == treedef:
-      ps = treedef.flatten_up_to(metric)
-    else:
-      ps = [metric] * len(leaves)
+    ps = solvers.metric_leaves(metric, treedef)
     out = []
     for penalty, a, v, p in zip(
         spec.penalties, leaves, treedef.flatten_up_to(state.dual.grad_sum), ps

@@ -25,8 +25,7 @@ import optax
 from ramda_optax import _validation
 from ramda_optax import solvers
 from ramda_optax.dual_averaging import statistics_dtype
-from ramda_optax.optimizers import check_regularizer
-from ramda_optax.regularizers import Regularizer
+from ramda_optax.regularizers import Regularizer, check_regularizer
 
 
 class Statistics(NamedTuple):

@@ -14,7 +14,7 @@ Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Section 2 and App. A.
 
 import dataclasses
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any, NamedTuple, Protocol
 
 import jax
@@ -179,6 +179,15 @@ class Regularizer(NamedTuple):
         if pen is not None
     )
     return strength * jnp.asarray(total, dtype=jnp.result_type(float))
+
+
+def check_regularizer(regularizer: Any) -> None:
+  """Raises ``TypeError`` unless ``regularizer`` is a Regularizer or None."""
+  if regularizer is not None and not isinstance(regularizer, Regularizer):
+    raise TypeError(
+        f"regularizer must be a ramda_optax Regularizer or None; got "
+        f"{regularizer!r}."
+    )
 
 
 def _is_axes_leaf(x: Any) -> bool:

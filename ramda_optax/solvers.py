@@ -310,6 +310,13 @@ def check_solver(solver: Any, penalties: Sequence[LeafPenalty | None]) -> None:
         check(penalty)
 
 
+def metric_leaves(metric: Any, treedef: Any) -> list[jax.Array]:
+  """P per leaf: ``metric`` is a pytree like params, or one array for all."""
+  if jax.tree.structure(metric) == treedef:
+    return treedef.flatten_up_to(metric)
+  return [jnp.asarray(metric)] * treedef.num_leaves
+
+
 def solve_tree(
     solver: Any,
     penalties: Sequence[LeafPenalty | None],
@@ -344,10 +351,7 @@ def solve_tree(
         f"the regularizer describes {len(penalties)} leaves but params "
         f"have {len(leaves)}."
     )
-  if jax.tree.structure(metric) == treedef:
-    ps = treedef.flatten_up_to(metric)
-  else:
-    ps = [jnp.asarray(metric)] * len(leaves)
+  ps = metric_leaves(metric, treedef)
   thetas, iters = [], []
   for penalty, a, v, p, z0 in zip(
       penalties, leaves, treedef.flatten_up_to(linear), ps,
