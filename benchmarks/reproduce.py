@@ -45,6 +45,7 @@ import optax
 from tqdm import tqdm
 
 import ramda_optax as ro
+from mnist_cnn import CNN
 from ramda_optax.compaction import Conv, Dense, Flatten, Pool
 
 matplotlib.use("Agg")
@@ -82,18 +83,6 @@ class MLP(nn.Module):
     for width in (512, 256, 128, 64, 32, 16):
       x = nn.relu(nn.Dense(width)(x))
     return nn.Dense(10)(x)
-
-
-class CNN(nn.Module):
-  """Conv(16) → max pool → Conv(32) → max pool → Dense(10), as
-  benchmarks/mnist_cnn.py."""
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for features in (16, 32):
-      x = nn.relu(nn.Conv(features, (3, 3))(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    return nn.Dense(10)(x.reshape(x.shape[0], -1))
 
 
 CNN_LAYERS = (Conv("Conv_0"), Pool((2, 2), (2, 2)), Conv("Conv_1"),

@@ -16,7 +16,8 @@ def load_script():
   return module
 
 
-def test_tiny_logreg_run_writes_json_png_and_table(tmp_path):
+def test_tiny_logreg_run_writes_json_png_and_table(tmp_path, monkeypatch):
+  monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling mnist_cnn
   reproduce = load_script()
   out, report = tmp_path / "results", tmp_path / "RESULTS.md"
   results = reproduce.main([
