@@ -21,7 +21,8 @@ from hypothesis import strategies as st
 import ramda_optax as ro
 from ramda_optax import solvers
 
-SETTINGS = settings(max_examples=25, deadline=None)
+# Derandomized: the same examples on every run, so CI never flakes.
+SETTINGS = settings(max_examples=25, deadline=None, derandomize=True)
 
 # A strength is 0, or below every norm it is compared with, or at a uniform
 # random quantile of those norms (so that some or every group falls below
