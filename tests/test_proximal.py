@@ -154,34 +154,6 @@ def test_unsupported_combinations_raise_at_init():
 
 
 @pytest.mark.parametrize("make", [
-    lambda reg: ro.proxgen(1e-2, regularizer=reg),
-    lambda reg: ro.prox_ssi(1e-2, regularizer=reg),
-    lambda reg: ro.prox_sgd(1e-2, regularizer=reg),
-    lambda reg: ro.rmda(1e-2, regularizer=reg),
-])
-def test_family_under_inject_hyperparams_and_jit(make):
-  params = {"w": jnp.ones((4, 3)), "b": jnp.ones(3)}
-  reg = ro.group_lasso(optax.linear_schedule(0.0, 0.1, 4), {"w": (1,), "b": None})
-  opt = optax.inject_hyperparams(lambda learning_rate: make(reg))(
-      learning_rate=optax.linear_schedule(0.1, 0.01, 4))
-  plain = make(reg)
-  traces = []
-
-  @jax.jit
-  def step(params, state):
-    traces.append(1)
-    u, state = opt.update(jax.tree.map(lambda p: p - 0.5, params), state, params)
-    return optax.apply_updates(params, u), state
-
-  state = opt.init(params)
-  for _ in range(3):
-    params, state = step(params, state)
-  assert len(traces) == 1
-  assert all(jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(params))
-  del plain
-
-
-@pytest.mark.parametrize("make", [
     lambda reg: ro.ramda(1e-2, regularizer=reg),
     lambda reg: ro.rmda(1e-2, regularizer=reg),
     lambda reg: ro.proxgen(1e-2, regularizer=reg),
