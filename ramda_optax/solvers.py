@@ -47,6 +47,15 @@ def blockwise_prox_solution(
   return jnp.where(tau > 0, jnp.where(block_p > 0, z, 0), y)
 
 
+def _unless_unregularized(tau, solve, a, v, p):
+  """``solve()`` when τ > 0, else the exact closed form a − v/P with no
+  iteration; under jit only the branch taken runs."""
+  return lax.cond(
+      tau > 0, solve,
+      lambda: (unregularized_solution(a, v, p), jnp.zeros((), jnp.int32)),
+  )
+
+
 def _screening(penalty, a, v, p, tau):
   """(active-block mask, per-block step 1/max P, zero)."""
   active = penalty.screen(p * a - v, tau)
@@ -147,13 +156,15 @@ class PGSolver(NamedTuple):
       z_new, q_new = pg_step(z)
       return j + 1, z, z_new, q, q_new
 
-    iterate = jnp.logical_and(tau > 0, jnp.any(active))
-    init = (jnp.zeros((), jnp.int32), start, start, zero, zero)
-    iters, _, z, _, _ = lax.cond(
-        iterate, lambda c: lax.while_loop(cond, body, c), lambda c: c, init
-    )
-    # τ = 0: no regularization, the closed form is exact.
-    return jnp.where(tau > 0, z, unregularized_solution(a, v, p)), iters
+    def regularized():
+      init = (jnp.zeros((), jnp.int32), start, start, zero, zero)
+      iters, _, z, _, _ = lax.cond(
+          jnp.any(active), lambda c: lax.while_loop(cond, body, c),
+          lambda c: c, init,
+      )
+      return z, iters
+
+    return _unless_unregularized(tau, regularized, a, v, p)
 
 
 def pg_solver(
@@ -246,11 +257,12 @@ class ExactSolver(NamedTuple):
       j, _, moved = carry
       return jnp.logical_and(j < self.max_iters, moved)
 
-    iterate = jnp.logical_and(tau > 0, jnp.any(active))
-    init = (jnp.zeros((), jnp.int32), r0, iterate)
-    passes, r, _ = lax.while_loop(cond, newton, init)
-    theta = jnp.where(active, b * safe_divide(r, p * r + kappa), 0)
-    return jnp.where(tau > 0, theta, unregularized_solution(a, v, p)), passes
+    def regularized():
+      init = (jnp.zeros((), jnp.int32), r0, jnp.any(active))
+      passes, r, _ = lax.while_loop(cond, newton, init)
+      return jnp.where(active, b * safe_divide(r, p * r + kappa), 0), passes
+
+    return _unless_unregularized(tau, regularized, a, v, p)
 
 
 def exact_solver(max_iters: int = 50) -> ExactSolver:
