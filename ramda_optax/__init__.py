@@ -40,6 +40,7 @@ from ramda_optax.proximal import Statistics
 from ramda_optax.regularizers import group_lasso
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import l1
+from ramda_optax.regularizers import leaf_groups
 from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.regularizers import nuclear_norm
 from ramda_optax.regularizers import NuclearNorm
@@ -93,6 +94,7 @@ __all__ = (
     "identification",
     "inner_iterations",
     "l1",
+    "leaf_groups",
     "low_rank_level",
     "model_cost",
     "nonfinite_leaves",

@@ -133,7 +133,7 @@ def regularized_proximal(
     regularizer: Regularizer | None,
     solver: Any,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""A proximal step anchored at the current parameters W:
+  r"""A regularized proximal step anchored at the current parameters W.
 
       W ← θ̂ ≈ argmin <v, θ − W> + ½‖θ − W‖²_P + η λ ψ(θ)
 
