@@ -20,7 +20,8 @@ RAMDA/RMDA, of the subproblem solution θ̂.
 
 Writes ``<out>/<name>.json`` and ``<out>/<name>_<task>.png`` (``name`` is
 ``quick``, ``all`` or the task names) and rebuilds ``--report``
-(benchmarks/RESULTS.md) from every JSON in ``<out>``.
+(benchmarks/RESULTS.md) from every JSON in ``<out>``. With the default
+``--out``, it also rewrites the README's results block from ``all.json``.
 """
 
 import argparse
@@ -29,6 +30,7 @@ import importlib
 import inspect
 import json
 import math
+import os
 import platform
 import sys
 import time
@@ -425,7 +427,9 @@ def train_method(task: Task, method: str, seeds: Sequence[int],
     start = time.perf_counter()
     key, init_key = jax.random.split(jax.random.key(seed))
     params = task.model.init(init_key, task.example(arrays))["params"]
-    opt_state = optimizer.init(params)
+    # A copy: optax.contrib.madgrad keeps the params it is given as its x0,
+    # and the step donates params and state separately.
+    opt_state = optimizer.init(jax.tree.map(jnp.copy, params))
     history = {"train_loss": [], "val_" + task.metric_name: [],
                "structure_W": [], "structure_theta": []}
     for _ in range(settings.epochs):
@@ -532,7 +536,8 @@ def ordering(result: dict[str, Any], higher_is_better: bool) -> str:
   (ma, _), (mb, _) = summary(runs[a], metric), summary(runs[b], metric)
   close = ma >= mb - 1 if higher_is_better else ma <= 1.05 * mb
   verdict = ("reproduced" if sa > sb + 1 and close else "not reproduced")
-  return (f"Ordering: {LABELS[a]} reaches {sa:.2f}% {result['structure']} "
+  structure = result["structure"].replace("_", " ")
+  return (f"Ordering: {LABELS[a]} reaches {sa:.2f}% {structure} "
           f"of W at {result['metric']} {ma:.2f}; the best proximal baseline, "
           f"{LABELS[b]}, {sb:.2f}% at {mb:.2f}: the paper's ordering is "
           f"**{verdict}** here.")
@@ -542,7 +547,7 @@ def task_table(name: str, result: dict[str, Any]) -> list[str]:
   metric, structure = result["metric"], result["structure"].replace("_", " ")
   cnn = name == "cnn"
   head = (f"| method | val {metric} | {structure} of W (%) | of θ̂ (%) | "
-          + ("compact params / MACs | " if cnn else "")
+          + ("compacted params / MACs (mean) | " if cnn else "")
           + "paper acc / structure | lr | c | time / seed (s) |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for method, runs in result["runs"].items():
@@ -550,9 +555,10 @@ def task_table(name: str, result: dict[str, Any]) -> list[str]:
     paper = result["paper"].get(method)
     cost = ""
     if cnn:
-      final = next(iter(runs.values()))["final"]
-      cost = (f"{final['compact_params']:,}/{final['params']:,} · "
-              f"{final['compact_macs'] / final['macs']:.2f}× MACs | ")
+      finals = [run["final"] for run in runs.values()]
+      size = np.mean([f["compact_params"] / f["params"] for f in finals])
+      macs = np.mean([f["compact_macs"] / f["macs"] for f in finals])
+      cost = f"{size:.3f}× / {macs:.3f}× | "
     theta = (pm(summary(runs, "structure_theta"))
              if method in DUAL_AVERAGING else "= W")
     seconds = np.mean([run["wall_time_s"] for run in runs.values()])
@@ -565,7 +571,10 @@ def task_table(name: str, result: dict[str, Any]) -> list[str]:
   return lines
 
 
-def report_section(name: str, results: dict[str, Any]) -> list[str]:
+def report_section(name: str, results: dict[str, Any],
+                   figures: str = "results") -> list[str]:
+  """Markdown for one JSON: a table per task, the ordering verdict, the
+  deviations and the figure (``figures``: their folder, from the page)."""
   lines = [f"### `{results['command']}`", "",
            f"Wall time {results['wall_time_s']:.0f} s "
            f"({results['wall_time_s'] / 60:.1f} min) on {results['platform']}"
@@ -584,8 +593,32 @@ def report_section(name: str, results: dict[str, Any]) -> list[str]:
     lines += [check, ""] if check else []
     lines += ["Deviations from the paper:", ""]
     lines += [f"- {d}" for d in result["deviations"]]
-    lines += ["", f"![{task}](results/{name}_{task}.png)", ""]
+    lines += ["", f"![{task}]({figures}/{name}_{task}.png)", ""]
   return lines
+
+
+README_BEGIN = "<!-- reproduce-all:begin -->"
+README_END = "<!-- reproduce-all:end -->"
+
+
+def readme_block(out: Path) -> str:
+  """The README's results: the ``--all`` section, from ``out/all.json``."""
+  results = json.loads((out / "all.json").read_text())
+  lines = report_section("all", results, figures="benchmarks/results")
+  return "\n".join([README_BEGIN, "", *lines, README_END])
+
+
+def update_readme(out: Path, readme: Path) -> None:
+  """Rewrites the README's results block (between its markers), if both the
+  block and ``out/all.json`` exist."""
+  if not (out / "all.json").exists() or not readme.exists():
+    return
+  text = readme.read_text()
+  start, end = text.find(README_BEGIN), text.find(README_END)
+  if start < 0 or end < 0:
+    return
+  readme.write_text(text[:start] + readme_block(out)
+                    + text[end + len(README_END):])
 
 
 def write_report(out: Path, report: Path) -> None:
@@ -666,8 +699,9 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   total = sum(len(m) * len(s) * st.epochs for _, m, s, st in plan)
   results = {"command": " ".join(["python benchmarks/reproduce.py",
                                   *(sys.argv[1:] if argv is None else argv)]),
-             "platform": f"{platform.machine()} CPU × {jax.local_device_count()}"
-             f" ({jax.devices()[0].platform})", "jax": jax.__version__,
+             "platform": f"{platform.machine()}, {os.cpu_count()} cores, "
+             f"{jax.devices()[0].platform.upper()} backend",
+             "jax": jax.__version__,
              "tasks": {}}
   with tqdm(total=total, unit="epoch") as bar:
     for task, methods, seeds, settings in plan:
@@ -678,6 +712,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   for task_name, result in results["tasks"].items():
     plot_task(task_name, result, args.out / f"{name}_{task_name}.png")
   write_report(args.out, args.report)
+  if args.out == HERE / "results":
+    update_readme(args.out, HERE.parent / "README.md")
   return results
 
 

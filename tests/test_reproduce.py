@@ -50,3 +50,14 @@ def test_tiny_logreg_run_writes_json_png_and_table(tmp_path, monkeypatch):
   table = report.read_text()
   assert "| RAMDA |" in table and "| ProxSGD |" in table
   assert "91.35 / 57.4" in table
+
+
+def test_readme_results_are_generated_from_the_committed_json(monkeypatch):
+  monkeypatch.syspath_prepend(str(SCRIPT.parent))
+  reproduce = load_script()
+  readme = (SCRIPT.parents[1] / "README.md").read_text()
+  block = reproduce.readme_block(SCRIPT.parent / "results")
+  assert block in readme
+  for task in ("logreg", "mlp", "cnn", "transformer"):
+    assert f"#### {task}" in block
+    assert (SCRIPT.parent / "results" / f"all_{task}.png").exists()
