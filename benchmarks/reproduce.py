@@ -497,13 +497,21 @@ def summary(runs: dict[str, dict], key: str) -> tuple[float, float]:
 
 
 def plot_task(name: str, result: dict[str, Any], path: Path) -> None:
-  """Structure and validation metric of W per epoch, mean over seeds."""
+  """Structure (of W, and dashed of θ̂ for RAMDA/RMDA) and the validation
+  metric per epoch, mean over seeds."""
   fig, axes = plt.subplots(1, 2, figsize=(8, 3), dpi=80)
+  mean = lambda runs, key: np.mean([run["epochs"][key] for run in runs.values()],
+                                   axis=0)
   for method, runs in result["runs"].items():
-    for ax, key in zip(axes, ("structure_W", "val_" + result["metric"])):
-      curve = np.mean([run["epochs"][key] for run in runs.values()], axis=0)
-      ax.plot(np.arange(1, len(curve) + 1), curve, label=LABELS[method])
-  axes[0].set_ylabel(result["structure"].replace("_", " ") + " of W (%)")
+    metric = mean(runs, "val_" + result["metric"])
+    epochs = np.arange(1, len(metric) + 1)
+    line, = axes[0].plot(epochs, mean(runs, "structure_W"), label=LABELS[method])
+    if method in DUAL_AVERAGING:
+      axes[0].plot(epochs, mean(runs, "structure_theta"), "--",
+                   color=line.get_color(),
+                   label=LABELS[method] + r" $\hat\theta$")
+    axes[1].plot(epochs, metric, color=line.get_color(), label=LABELS[method])
+  axes[0].set_ylabel(result["structure"].replace("_", " ") + " (%)")
   axes[1].set_ylabel("validation " + result["metric"]
                      + (" (%)" if result["metric"] == "accuracy" else ""))
   for ax in axes:
