@@ -266,7 +266,7 @@ class ExactSolver(NamedTuple):
 
 
 def exact_solver(max_iters: int = 50) -> ExactSolver:
-  r"""The exact group-lasso subproblem solution (ALGORITHM.md §4).
+  r"""The exact group-lasso subproblem solution, by Newton on the group radius.
 
   After screening, a group's solution is θ_i = b_i r / (P_i r + κ) with
   b = P a − v, κ = τ√|g| and r = ‖θ_g‖ > 0 the root of the decreasing convex

@@ -1,4 +1,4 @@
-"""Independent float64 NumPy reference for RAMDA (see shared ALGORITHM.md §1-§5).
+"""Independent float64 NumPy reference for RAMDA (Huang & Lee, NeurIPS 2024).
 
 Numpy only; written for clarity, not speed.  Used by the tests of ramda_optax.
 
@@ -9,8 +9,8 @@ A group g is the set of entries sharing the same index on the axes NOT in
 is its own group, i.e. plain ℓ1).  κ = τ √|g| is the per-group threshold.
 
 Sections 5-8 add the ℓ1 and nuclear-norm regularizers ("kinds"), closed-form
-and PG solvers for them, the condition-(7) stop rule, and the baselines of the
-ALGORITHM.md §1 table (RMDA, ProxGen, ProxSSI, ProxSGD).
+and PG solvers for them, the condition-(7) stop rule, and the paper's
+baselines (RMDA, ProxGen, ProxSSI, ProxSGD).
 """
 
 import numpy as np
@@ -89,7 +89,7 @@ def _unregularized_solution(a, v, p):
 
 
 # --------------------------------------------------------------------------
-# 2. Inexact proximal-gradient solver (ALGORITHM.md §3)
+# 2. Inexact proximal-gradient solver (the paper's Algorithm 2)
 # --------------------------------------------------------------------------
 def pg_solve(a, v, p, tau, z0, axes, max_iters=100, rtol=1e-8):
     """Inexact PG on Q for one leaf.  Returns (theta, iters)."""
@@ -142,7 +142,7 @@ def pg_solve(a, v, p, tau, z0, axes, max_iters=100, rtol=1e-8):
 
 
 # --------------------------------------------------------------------------
-# 3. Exact solution by bisection on r = ‖θ_g‖ (ALGORITHM.md §4)
+# 3. Exact solution by bisection on r = ‖θ_g‖
 # --------------------------------------------------------------------------
 def exact_group_solution(a, v, p, tau, axes, bisection_steps=200):
     """High-precision argmin Q.
@@ -194,7 +194,7 @@ def exact_group_solution(a, v, p, tau, axes, bisection_steps=200):
 
 
 # --------------------------------------------------------------------------
-# 4. RAMDA simulator (ALGORITHM.md §1, §5)
+# 4. RAMDA simulator (Algorithm 1 and the stage-wise schedule, App. A.1)
 # --------------------------------------------------------------------------
 def _as_schedule(x):
     return x if callable(x) else (lambda n, _x=x: _x)
@@ -285,7 +285,7 @@ def ramda_trajectory(params, grads_seq, **kwargs):
 
 
 # --------------------------------------------------------------------------
-# 5. Regularizer kinds, their values and scalar-metric proxes (ALGORITHM.md §2)
+# 5. Regularizer kinds, their values and scalar-metric proxes
 #
 # A leaf's "kind" is one of
 #     None                 unregularized
@@ -421,7 +421,7 @@ def prox_solve(kind, a, v, p, tau):
 
 
 # --------------------------------------------------------------------------
-# 6. PG for the nuclear norm (ALGORITHM.md §3, last paragraph)
+# 6. PG for the nuclear norm (one global step, SVD soft-thresholding)
 # --------------------------------------------------------------------------
 def pg_solve_nuclear(a, v, p, tau, z0, max_iters=5, rtol=1e-3):
     """Inexact PG on Q with ψ = nuclear norm, P = diag(p).  Returns (theta, iters).
@@ -516,7 +516,7 @@ def pg_solve_condition7(a, v, p, tau, z0, axes, eps_t, max_iters=100):
 
 
 # --------------------------------------------------------------------------
-# 8. Reference optimizers with regularizer kinds (ALGORITHM.md §1 table)
+# 8. Reference optimizers with regularizer kinds (the paper's baselines)
 #
 # Each takes params (dict name -> array), kinds (dict name -> kind or None;
 # missing names are unregularized), has .params, .iters (name -> int, 0 for
