@@ -463,7 +463,8 @@ def deviations(task: Task, hyper: dict[str, dict[str, Any]]) -> list[str]:
   for method, used in hyper.items():
     set_c = task.hyper[method].get("c")
     if set_c is not None and used["c"] != set_c:
-      last = used["epochs"] * used["steps_per_epoch"] - used["milestones"][-1]
+      last = (used["epochs"] * used["steps_per_epoch"]
+              - (used["milestones"] or [0])[-1])
       out.append(
           f"{LABELS[method]}: c raised from {set_c} to {used['c']}. The "
           f"momentum ramp c_j = min(c√j, 1) needs ⌈1/c²⌉ = "

@@ -61,3 +61,22 @@ def test_readme_results_are_generated_from_the_committed_json(monkeypatch):
   for task in ("logreg", "mlp", "cnn", "transformer"):
     assert f"#### {task}" in block
     assert (SCRIPT.parent / "results" / f"all_{task}.png").exists()
+
+
+def test_tiny_quick_run_trains_every_method_of_every_task(tmp_path, monkeypatch):
+  monkeypatch.syspath_prepend(str(SCRIPT.parent))
+  reproduce = load_script()
+  out = tmp_path / "results"
+  results = reproduce.main([
+      "--quick", "--epochs", "1", "--train-size", "256", "--out", str(out),
+      "--report", str(tmp_path / "RESULTS.md")])
+  assert set(results["tasks"]) == set(reproduce.TASKS)
+  for name, task in reproduce.TASKS.items():
+    runs = results["tasks"][name]["runs"]
+    assert set(runs) == set(task.hyper)
+    for method, seeds in runs.items():
+      final = seeds["0"]["final"]
+      assert all(math.isfinite(v) for v in final.values()), (name, method)
+    assert (out / f"quick_{name}.png").exists()
+  cnn = results["tasks"]["cnn"]["runs"]["ramda"]["0"]["final"]
+  assert cnn["compact_params"] <= cnn["params"]
