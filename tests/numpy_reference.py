@@ -587,12 +587,20 @@ class Rmda:
 
 
 class _AdamMoments:
-    """Shared Adam moments: m ← b1 m + (1−b1) g,  v2 ← b2 v2 + (1−b2) g²."""
+    """Shared state of the Adam-based references, and their moments
+    m ← b1 m + (1−b1) g,  v2 ← b2 v2 + (1−b2) g²."""
 
-    def _init_moments(self, params, b1, b2):
+    def __init__(self, params, learning_rate, b1, b2, eps, strength, kinds):
+        self.params = _copy(params)
+        self.learning_rate = _as_schedule(learning_rate)
+        self.strength = _as_schedule(strength)
+        self.eps = float(eps)
+        self.kinds = _kinds(self.params, kinds)
         self.b1, self.b2 = float(b1), float(b2)
-        self.m = {k: np.zeros_like(x) for k, x in params.items()}
-        self.v2 = {k: np.zeros_like(x) for k, x in params.items()}
+        self.m = {k: np.zeros_like(x) for k, x in self.params.items()}
+        self.v2 = {k: np.zeros_like(x) for k, x in self.params.items()}
+        self.n = 0
+        self.iters = {k: 0 for k in self.params}
 
     def _update_moments(self, name, g):
         self.m[name] = self.b1 * self.m[name] + (1.0 - self.b1) * g
@@ -614,16 +622,9 @@ class ProxGen(_AdamMoments):
 
     def __init__(self, params, learning_rate, b1=0.9, b2=0.999, eps=1e-8, strength=0.0, kinds=None,
                  max_iters=100, rtol=1e-8, nuclear_max_iters=5, nuclear_rtol=1e-3):
-        self.params = _copy(params)
-        self.learning_rate = _as_schedule(learning_rate)
-        self.strength = _as_schedule(strength)
-        self.eps = float(eps)
-        self.kinds = _kinds(self.params, kinds)
+        super().__init__(params, learning_rate, b1, b2, eps, strength, kinds)
         self.max_iters, self.rtol = max_iters, rtol
         self.nuclear_max_iters, self.nuclear_rtol = nuclear_max_iters, nuclear_rtol
-        self._init_moments(self.params, b1, b2)
-        self.n = 0
-        self.iters = {k: 0 for k in self.params}
 
     def step(self, grads):
         n = self.n
@@ -668,17 +669,10 @@ class ProxSSI(_AdamMoments):
     """
 
     def __init__(self, params, learning_rate, b1=0.9, b2=0.999, eps=1e-6, strength=0.0, kinds=None):
-        self.params = _copy(params)
-        self.learning_rate = _as_schedule(learning_rate)
-        self.strength = _as_schedule(strength)
-        self.eps = float(eps)
-        self.kinds = _kinds(self.params, kinds)
+        super().__init__(params, learning_rate, b1, b2, eps, strength, kinds)
         for name, kind in self.kinds.items():
             if kind is not None and kind[0] == "nuclear":
                 raise ValueError(f"ProxSSI does not support the nuclear norm (leaf {name!r})")
-        self._init_moments(self.params, b1, b2)
-        self.n = 0
-        self.iters = {k: 0 for k in self.params}
 
     def step(self, grads):
         n = self.n
