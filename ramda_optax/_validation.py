@@ -47,3 +47,11 @@ def check_int(name: str, value: Any, low: int) -> None:
   """Raises ``ValueError`` naming ``name`` unless ``value`` is an int >= low."""
   if isinstance(value, bool) or not isinstance(value, int) or value < low:
     raise ValueError(f"{name} must be an integer >= {low}; got {value!r}.")
+
+
+def check_params(params: Any, name: str) -> None:
+  """Raises ``ValueError`` naming optimizer ``name`` when ``params`` is None."""
+  if params is None:
+    raise ValueError(
+        f"{name} needs params: call update(updates, state, params)."
+    )

@@ -1,16 +1,10 @@
-"""The dual-average accumulator with stage-wise restarts.
+"""The regularized dual-averaging optimizers: RAMDA, RMDA and MADGRAD mode.
 
-Since the last restart, step k = 1, 2, … weighs its gradient by
-s_k = η_k √k and accumulates
+    statistics → (a = W⁰, v = V, P, τ = αλ) → θ̂ ≈ argmin Q → W ← (1 − c) W + c θ̂
 
-    α_t = Σ_k s_k,        V_t = Σ_k s_k g_k,
-
-around the anchor W⁰, the parameters at the stage start. At each global step
-listed in ``restart_steps`` the accumulation restarts: k, α, V ← 0 and
-W⁰ ← the current parameters.
-
-Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1 and
-App. A.1; Defazio & Jelassi, MADGRAD (arXiv 2101.11075).
+Reference: Huang & Lee, "Regularized Adaptive Momentum Dual Averaging with an
+Efficient Inexact Subproblem Solver for Training Structured Neural Networks",
+NeurIPS 2024 (arXiv 2403.14398), Algorithm 1.
 """
 
 from collections.abc import Sequence
@@ -21,120 +15,253 @@ import jax.numpy as jnp
 import optax
 
 from ramda_optax import _validation
+from ramda_optax import accumulator
+from ramda_optax import schedules
+from ramda_optax import solvers
+from ramda_optax import statistics
+from ramda_optax.regularizers import Regularizer
+from ramda_optax.regularizers import check_regularizer
+from ramda_optax.subproblem import Subproblem
 
 
-class DualAveragingState(NamedTuple):
-  """State of the dual-average accumulator.
+class RamdaState(NamedTuple):
+  """State of :func:`regularized_dual_averaging` (and so of :func:`ramda`).
 
-  Attributes:
-    count: steps taken in all (global step).
-    stage_count: k, steps taken since the last restart.
-    alpha: α = Σ s_k since the last restart.
-    anchor: W⁰, the parameters at the last restart.
-    grad_sum: V = Σ s_k g_k since the last restart.
-  """
-
-  count: jax.Array
-  stage_count: jax.Array
-  alpha: jax.Array
-  anchor: optax.Params
-  grad_sum: optax.Updates
-
-
-class Stage(NamedTuple):
-  """Where a global step sits in the restart schedule.
+  Arrays only: params-shaped buffers and scalars.
 
   Attributes:
-    restart: whether the step restarts the dual averaging.
-    num_restarts: restarts at or before the step.
+    dual: the dual-average accumulator (count, k, α, W⁰, V).
+    precond: the statistics' buffers (``(U,)`` for the cube root).
+    damping: ε in force at the last step.
+    threshold: τ = α λ of the last step.
+    solution: θ̂ of the last step (W⁰ before the first), in the statistics'
+      dtypes.
+    inner_iters: solver iterations of the last step, one int32 per leaf in
+      ``jax.tree.leaves`` order (see :func:`ramda_optax.inner_iterations`).
   """
 
-  restart: jax.Array
-  num_restarts: jax.Array
+  dual: accumulator.DualAveragingState
+  precond: Any
+  damping: jax.Array
+  threshold: jax.Array
+  solution: optax.Params
+  inner_iters: jax.Array
 
 
-def check_restart_steps(restart_steps: Sequence[int]) -> tuple[int, ...]:
-  """Validates restart steps: strictly increasing integers >= 1."""
-  steps = tuple(restart_steps)
-  for s in steps:
-    _validation.check_int("restart_steps entries", s, 1)
-  if any(b <= a for a, b in zip(steps, steps[1:])):
-    raise ValueError(
-        f"restart_steps must be strictly increasing; got {steps!r}."
-    )
-  return steps
+def regularized_dual_averaging(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    preconditioner: statistics.Statistics,
+    momentum: optax.ScalarOrSchedule = 0.9,
+    regularizer: Regularizer | None = None,
+    solver: Any = None,
+    restart_steps: Sequence[int] = (),
+    name: str = "regularized_dual_averaging",
+) -> optax.GradientTransformationExtraArgs:
+  r"""Regularized momentum dual averaging with a pluggable diagonal metric.
 
+  At step t (k steps since the last restart), with g the gradient at W:
 
-def stage(count: jax.Array, restart_steps: tuple[int, ...]) -> Stage:
-  """The restart status of global step ``count`` (0-based)."""
-  if not restart_steps:
-    return Stage(jnp.zeros((), bool), jnp.zeros((), jnp.int32))
-  steps = jnp.asarray(restart_steps, dtype=count.dtype)
-  return Stage(
-      restart=jnp.any(count == steps),
-      num_restarts=jnp.sum(count >= steps, dtype=jnp.int32),
-  )
+      s = η √k,  α ← α + s,  V ← V + s g,  P = metric(stats)
+      θ̂ ≈ argmin <V, θ − W⁰> + ½‖θ − W⁰‖²_P + α λ ψ(θ)
+      W ← momentum · W + (1 − momentum) · θ̂
 
-
-def statistics_dtype(dtype: Any) -> jnp.dtype:
-  """float32 statistics for lower-precision parameters, else the same."""
-  return jnp.promote_types(dtype, jnp.float32)
-
-
-def init(params: optax.Params) -> DualAveragingState:
-  """Starts the accumulation at W⁰ = params."""
-  return DualAveragingState(
-      count=jnp.zeros([], jnp.int32),
-      stage_count=jnp.zeros([], jnp.int32),
-      alpha=jnp.zeros([], statistics_dtype(optax.tree.dtype(params, "highest"))),
-      # A buffer of its own, so that params and state can both be donated.
-      anchor=jax.tree.map(jnp.copy, params),
-      grad_sum=jax.tree.map(
-          lambda p: jnp.zeros(jnp.shape(p), statistics_dtype(p.dtype)), params
-      ),
-  )
-
-
-def update(
-    grads: optax.Updates,
-    state: DualAveragingState,
-    params: optax.Params,
-    learning_rate: jax.Array,
-    restart: jax.Array | bool,
-) -> tuple[DualAveragingState, jax.Array]:
-  """One accumulation step.
+  :func:`ramda` is this with :func:`ramda_optax.cube_root`,
+  :func:`rmda` with :func:`ramda_optax.sqrt_count`.
 
   Args:
-    grads: the gradient g at the current parameters.
-    state: the accumulator state.
-    params: the current parameters (the new anchor on a restart).
-    learning_rate: η for this step.
-    restart: whether this step restarts the accumulation first.
+    learning_rate: η ≥ 0, a number or an ``optax`` schedule.
+    preconditioner: the metric's statistics (see
+      :mod:`ramda_optax.statistics`).
+    momentum: the decay 1 − c in [0, 1) of the average of θ̂ (the paper's
+      averaging weight is c), a number or a schedule.
+    regularizer: λψ, or None for none.
+    solver: the subproblem solver; :func:`ramda_optax.pg_solver` by default.
+    restart_steps: global steps (0-based counts of steps taken) at which the
+      dual averaging restarts and ε is multiplied by the preconditioner's
+      decay.
+    name: the optimizer's name in error messages.
 
   Returns:
-    ``(new_state, s)`` with s = η √k the weight given to ``grads``.
+    An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``
+    and returns W_new − W.
   """
-  keep = jnp.logical_not(restart)
-  k = jnp.where(keep, state.stage_count, 0) + 1
-  dtype = state.alpha.dtype
-  weight = (learning_rate * jnp.sqrt(k.astype(dtype))).astype(dtype)
-  grad_sum = jax.tree.map(
-      lambda v, g: jnp.where(keep, v, 0) + weight * g.astype(v.dtype),
-      state.grad_sum,
-      grads,
-  )
-  anchor = state.anchor
-  if restart is not False:
-    anchor = jax.tree.map(
-        lambda w0, w: jnp.where(restart, w, w0), state.anchor, params
+  _validation.check_range("learning_rate", learning_rate, 0.0)
+  _validation.check_range("momentum", momentum, 0.0, 1.0, high_open=True)
+  check_regularizer(regularizer)
+  solver = solvers.pg_solver() if solver is None else solver
+  restart_steps = accumulator.check_restart_steps(restart_steps)
+
+  def init_fn(params: optax.Params) -> RamdaState:
+    if jax.tree.leaves(params):  # (optax.tree_utils passes leafless params)
+      solvers.leaf_penalties(regularizer, solver, params)
+    dual = accumulator.init(params)
+    dtype = dual.alpha.dtype
+    return RamdaState(
+        dual=dual,
+        precond=preconditioner.init(params),
+        damping=jnp.asarray(preconditioner.damping, dtype),
+        threshold=jnp.zeros([], dtype),
+        solution=jax.tree.map(
+            lambda p: jnp.array(p, statistics.statistics_dtype(p.dtype)),
+            params,
+        ),
+        inner_iters=jnp.zeros([len(jax.tree.leaves(params))], jnp.int32),
     )
-  return (
-      DualAveragingState(
-          count=optax.safe_increment(state.count),
-          stage_count=k,
-          alpha=jnp.where(keep, state.alpha, 0) + weight,
-          anchor=anchor,
-          grad_sum=grad_sum,
-      ),
-      weight,
+
+  def update_fn(updates, state, params=None, **extra_args):
+    del extra_args
+    _validation.check_params(params, name)
+    count = state.dual.count
+    restart, num_restarts = accumulator.stage(count, restart_steps)
+    if not restart_steps:
+      restart = False
+    learning_rate_t = schedules.value_at(learning_rate, count)
+    dual, weight = accumulator.update(
+        updates, state.dual, params, learning_rate_t, restart
+    )
+    dtype = dual.alpha.dtype
+    damping = jnp.asarray(preconditioner.damping, dtype) * jnp.asarray(
+        preconditioner.damping_decay, dtype
+    ) ** num_restarts
+    step = statistics.Step(
+        count=count,
+        stage_count=dual.stage_count,
+        learning_rate=jnp.asarray(learning_rate_t, dtype),
+        weight=weight,
+        restart=restart,
+        damping=damping,
+    )
+    _, metric, precond = preconditioner.update(updates, state.precond, step)
+    strength = 0.0 if regularizer is None else schedules.value_at(
+        regularizer.strength, count
+    )
+    threshold = (dual.alpha * strength).astype(dtype)
+    theta, inner_iters = solvers.solve_tree(
+        solver,
+        solvers.leaf_penalties(regularizer, solver, params),
+        Subproblem(dual.anchor, dual.grad_sum, metric, threshold),
+        params,
+        dual.count,
+    )
+    m = jnp.asarray(schedules.value_at(momentum, count), dtype)
+    new_updates = jax.tree.map(
+        lambda t, w: ((1 - m) * t + m * w.astype(dtype) - w).astype(w.dtype),
+        theta,
+        params,
+    )
+    return new_updates, RamdaState(
+        dual=dual,
+        precond=precond,
+        damping=damping,
+        threshold=threshold,
+        solution=theta,
+        inner_iters=jnp.asarray(jax.tree.leaves(inner_iters), jnp.int32),
+    )
+
+  return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def ramda(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: optax.ScalarOrSchedule = 0.9,
+    eps: float = 1e-6,
+    regularizer: Regularizer | None = None,
+    solver: Any = None,
+    restart_steps: Sequence[int] = (),
+    eps_decay: float = 0.1,
+) -> optax.GradientTransformationExtraArgs:
+  r"""RAMDA: regularized adaptive momentum dual averaging.
+
+  At step t, k steps after the last restart, with g the gradient at W:
+
+      s = η √k,  α ← α + s,  V ← V + s g,  U ← U + s g²,  P = ∛U + ε
+      θ̂ ≈ argmin <V, θ − W⁰> + ½‖θ − W⁰‖²_P + α λ ψ(θ)
+      W ← (1 − c) W + c θ̂,      c = 1 − momentum
+
+  The subproblem is solved by ``solver`` (the paper's inexact proximal
+  gradient by default). With no regularizer this is MADGRAD (whose optax
+  version adds ε to the learning rate). At each step in ``restart_steps``
+  the dual averaging restarts (k, α, V, U ← 0, W⁰ ← W) and ε ← ε ·
+  ``eps_decay``; :func:`ramda_optax.stagewise_schedule` builds the paper's
+  whole schedule.
+
+  Args:
+    learning_rate: η ≥ 0, a number or an ``optax`` schedule.
+    momentum: 1 − c in [0, 1), a number or an ``optax`` schedule; 0 makes
+      W = θ̂.
+    eps: ε ≥ 0 added to the cube root.
+    regularizer: λψ (e.g. :func:`ramda_optax.group_lasso`), or None.
+    solver: subproblem solver; :func:`ramda_optax.pg_solver` by default.
+    restart_steps: strictly increasing global steps (counts of steps taken)
+      at which the dual averaging restarts.
+    eps_decay: factor in (0, 1] applied to ε at each restart.
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+  Example:
+    >>> import jax, jax.numpy as jnp, optax, ramda_optax
+    >>> params = {'w': jnp.ones((4, 3)), 'b': jnp.zeros(3)}
+    >>> opt = ramda_optax.ramda(
+    ...     1e-2, momentum=0.9,
+    ...     regularizer=ramda_optax.group_lasso(1e-3, {'w': (1,), 'b': None}))
+    >>> state = opt.init(params)
+    >>> grads = jax.tree.map(jnp.ones_like, params)
+    >>> updates, state = opt.update(grads, state, params)
+    >>> params = optax.apply_updates(params, updates)
+
+  References:
+    Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1.
+  """
+  return regularized_dual_averaging(
+      learning_rate,
+      preconditioner=statistics.cube_root(eps, eps_decay),
+      momentum=momentum,
+      regularizer=regularizer,
+      solver=solver,
+      restart_steps=restart_steps,
+      name="ramda",
+  )
+
+
+def rmda(
+    learning_rate: optax.ScalarOrSchedule,
+    *,
+    momentum: optax.ScalarOrSchedule = 0.9,
+    regularizer: Regularizer | None = None,
+    solver: Any = None,
+    restart_steps: Sequence[int] = (),
+) -> optax.GradientTransformationExtraArgs:
+  r"""RMDA: regularized modernized dual averaging (scalar metric √k · I).
+
+      s = η √k,  α ← α + s,  V ← V + s g
+      θ̂ = prox_{α λ ψ / √k}(W⁰ − V / √k)
+      W ← (1 − c) W + c θ̂,      c = 1 − momentum
+
+  Args:
+    learning_rate: η ≥ 0, a number or an ``optax`` schedule.
+    momentum: 1 − c in [0, 1), a number or an ``optax`` schedule.
+    regularizer: λψ, or None.
+    solver: the closed-form :func:`ramda_optax.prox_solver` by default
+      (exact, the metric being scalar).
+    restart_steps: strictly increasing global steps at which the dual
+      averaging restarts (k, α, V ← 0, W⁰ ← W).
+
+  Returns:
+    An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
+
+  References:
+    Huang, Chen & Lee, Training structured neural networks through manifold
+    identification and variance reduction, ICLR 2022 (arXiv 2112.02612).
+  """
+  return regularized_dual_averaging(
+      learning_rate,
+      preconditioner=statistics.sqrt_count(),
+      momentum=momentum,
+      regularizer=regularizer,
+      solver=solvers.prox_solver() if solver is None else solver,
+      restart_steps=restart_steps,
+      name="rmda",
   )

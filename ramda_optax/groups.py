@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-from ramda_optax import regularizers
+from ramda_optax import layouts
 
 Axes = tuple[int, ...]
 Grouping = Literal["input", "output"] | None
@@ -62,7 +62,7 @@ def _compile_rules(
       raise ValueError(
           f"rules: each rule must be a (pattern, axes) pair; got {rule!r}."
       ) from None
-    if not regularizers._is_axes_leaf(axes):
+    if not layouts.is_axes_leaf(axes):
       raise ValueError(
           f"rules: the axes of {pattern!r} must be None or a tuple of ints; "
           f"got {axes!r}."
@@ -212,7 +212,7 @@ def structured(
     ndim = jnp.ndim(value)
     for pattern, axes in compiled:
       if pattern.fullmatch(path):
-        return None if axes is None else regularizers._normalize_axes(
+        return None if axes is None else layouts.normalize_axes(
             axes, ndim, f"{path} (rules: {pattern.pattern!r})"
         )
     return _layer_axes(names, ndim, conv, dense, attention)

@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 
-from ramda_optax.regularizers import GroupsSpec, leaf_groups
+from ramda_optax.layouts import GroupsSpec
+from ramda_optax.layouts import leaf_groups
 
 
 class PatternHistory(NamedTuple):

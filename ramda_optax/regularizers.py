@@ -1,4 +1,4 @@
-"""Regularizers ψ: their value, per-leaf layout, scalar-metric prox and screening.
+"""Regularizers ψ: their value, scalar-metric prox and screening, per leaf.
 
 A :class:`Regularizer` pairs a strength λ (a number or an optax schedule) with a
 ``layout`` that maps a params pytree to one *leaf penalty* per leaf (``None``
@@ -21,10 +21,14 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from ramda_optax import _trees
+from ramda_optax import _numerics
 from ramda_optax import _validation
-
-Axes = tuple[int, ...]
+from ramda_optax.layouts import Axes
+from ramda_optax.layouts import GroupsSpec
+from ramda_optax.layouts import MaskSpec
+from ramda_optax.layouts import is_axes_leaf
+from ramda_optax.layouts import leaf_groups
+from ramda_optax.layouts import leaf_mask
 
 
 class LeafPenalty(Protocol):
@@ -95,7 +99,7 @@ class GroupNorm:
     norm = self.norm(y)
     kappa = t * self.weight
     shrunk = jnp.maximum(norm - kappa, 0.0)
-    scale = jnp.where(norm > 0, shrunk / jnp.where(norm > 0, norm, 1), 0)
+    scale = _numerics.safe_divide(shrunk, norm)
     return y * scale, self.weight * shrunk
 
   def screen(self, b: jax.Array, t: jax.Array) -> jax.Array:
@@ -153,9 +157,6 @@ class NuclearNorm:
     return (1,) * len(shape)
 
 
-GroupsSpec = Any  # a pytree of None | tuple[int, ...], or params -> pytree
-
-
 class Regularizer(NamedTuple):
   """A regularizer λ ψ(θ) = λ Σ_leaves ψ_leaf(θ_leaf).
 
@@ -190,74 +191,6 @@ def check_regularizer(regularizer: Any) -> None:
     )
 
 
-def _is_axes_leaf(x: Any) -> bool:
-  return x is None or (
-      isinstance(x, tuple) and all(isinstance(i, int) for i in x)
-  )
-
-
-def _normalize_axes(axes: Axes, ndim: int, where: str) -> Axes:
-  normalized = []
-  for ax in axes:
-    if isinstance(ax, bool) or not -ndim <= ax < ndim:
-      raise ValueError(
-          f"groups: axis {ax} at {where} is out of range for a leaf with "
-          f"{ndim} dimensions (accepted: -{ndim} to {ndim - 1})."
-      )
-    normalized.append(ax % ndim)
-  if len(set(normalized)) != len(normalized):
-    raise ValueError(f"groups: repeated axis in {axes} at {where}.")
-  return tuple(sorted(normalized))
-
-
-def leaf_groups(
-    groups: GroupsSpec, params: Any
-) -> list[tuple[str, Axes | None]]:
-  """Aligns a groups specification with the leaves of ``params``.
-
-  Args:
-    groups: a pytree matching ``params`` whose leaves are ``None`` or tuples
-      of ints, or a callable ``params -> pytree``. ``optax.MaskedNode``
-      entries of ``params`` (from ``optax.partition``/``optax.masked``) are
-      skipped.
-    params: the parameters.
-
-  Returns:
-    One ``(path, axes or None)`` per array leaf of ``params``, in
-    ``jax.tree.leaves`` order, with axes non-negative and sorted.
-
-  Raises:
-    ValueError: if the structure does not match ``params`` or an axis is out
-      of range for its leaf.
-  """
-  spec = _trees.unwrap_variables(groups(params) if callable(groups) else groups)
-  params = _trees.unwrap_variables(params)
-  is_masked = lambda x: isinstance(x, optax.MaskedNode)
-  param_paths, param_def = jax.tree_util.tree_flatten_with_path(
-      params, is_leaf=is_masked
-  )
-  spec_leaves, spec_def = jax.tree.flatten(spec, is_leaf=_is_axes_leaf)
-  if param_def != spec_def:
-    raise ValueError(
-        "groups: its tree structure does not match params.\n"
-        f"  groups: {spec_def}\n  params: {param_def}"
-    )
-  out = []
-  for (path, leaf), axes in zip(param_paths, spec_leaves):
-    if is_masked(leaf):
-      continue
-    where = jax.tree_util.keystr(path)
-    if axes is not None and not isinstance(axes, tuple):
-      raise ValueError(
-          f"groups: entry at {where} must be None or a tuple of ints; got "
-          f"{axes!r}."
-      )
-    out.append(
-        (where, None if axes is None else _normalize_axes(axes, jnp.ndim(leaf), where))
-    )
-  return out
-
-
 def group_lasso(strength: optax.ScalarOrSchedule, groups: GroupsSpec) -> Regularizer:
   r"""Group lasso: ψ(θ) = λ Σ_g √|g| ‖θ_g‖₂.
 
@@ -290,8 +223,8 @@ def group_lasso(strength: optax.ScalarOrSchedule, groups: GroupsSpec) -> Regular
   _validation.check_range("strength", strength, 0.0)
   if not callable(groups):
     # Fail early on specifications that fit no params at all.
-    for axes in jax.tree.leaves(groups, is_leaf=_is_axes_leaf):
-      if axes is not None and not _is_axes_leaf(axes):
+    for axes in jax.tree.leaves(groups, is_leaf=is_axes_leaf):
+      if axes is not None and not is_axes_leaf(axes):
         raise ValueError(
             f"groups: leaves must be None or tuples of ints; got {axes!r}."
         )
@@ -305,37 +238,6 @@ def group_lasso(strength: optax.ScalarOrSchedule, groups: GroupsSpec) -> Regular
     )
 
   return Regularizer(strength=strength, layout=layout)
-
-
-MaskSpec = Any  # None, a pytree of bools matching params, or params -> pytree
-
-
-def leaf_mask(mask: MaskSpec, params: Any, default: Callable[[Any], bool]) -> list[tuple[str, bool]]:
-  """One ``(path, regularized)`` per array leaf, from an optax-style mask.
-
-  ``mask`` is None (then ``default(leaf)`` decides), a pytree of bools
-  matching ``params``, or a callable ``params -> pytree``. ``optax.MaskedNode``
-  entries of ``params`` are skipped.
-  """
-  is_masked = lambda x: isinstance(x, optax.MaskedNode)
-  param_paths, param_def = jax.tree_util.tree_flatten_with_path(
-      params, is_leaf=is_masked
-  )
-  if mask is None:
-    flags = [None if is_masked(x) else default(x) for _, x in param_paths]
-  else:
-    spec = mask(params) if callable(mask) else mask
-    flags, spec_def = jax.tree.flatten(spec)
-    if spec_def != param_def:
-      raise ValueError(
-          "mask: its tree structure does not match params.\n"
-          f"  mask: {spec_def}\n  params: {param_def}"
-      )
-  return [
-      (jax.tree_util.keystr(path), bool(flag))
-      for (path, leaf), flag in zip(param_paths, flags)
-      if not is_masked(leaf)
-  ]
 
 
 def l1(strength: optax.ScalarOrSchedule, mask: MaskSpec = None) -> Regularizer:

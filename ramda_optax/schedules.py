@@ -7,9 +7,15 @@ import jax.numpy as jnp
 import optax
 
 from ramda_optax import _validation
-from ramda_optax import dual_averaging
+from ramda_optax import accumulator
 
 METHODS = ("ramda", "rmda", "lr_decay")
+
+
+def value_at(schedule: optax.ScalarOrSchedule, count: Any) -> Any:
+  """A hyperparameter's value at step ``count``: ``schedule(count)`` for a
+  schedule, else the number itself."""
+  return schedule(count) if callable(schedule) else schedule
 
 
 def stagewise_schedule(
@@ -53,7 +59,7 @@ def stagewise_schedule(
     raise ValueError(f"method must be one of {METHODS}; got {method!r}.")
   _validation.check_range("learning_rate", learning_rate, 0.0)
   _validation.check_range("gamma", gamma, 0.0, 1.0, low_open=True)
-  milestones = dual_averaging.check_restart_steps(milestones)
+  milestones = accumulator.check_restart_steps(milestones)
   lr = optax.piecewise_constant_schedule(
       learning_rate, {m: gamma for m in milestones}
   )

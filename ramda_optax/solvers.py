@@ -4,10 +4,11 @@ Every method of the package forms, per leaf, the model
 
     Q(θ) = <v, θ − a> + ½ <θ − a, P (θ − a)> + τ ψ(θ)        (P diagonal)
 
-and asks a solver for θ̂ ≈ argmin Q. A solver is a hashable object with a
-``solve(penalty, a, v, p, tau, z0, count)`` method working on one leaf and
-returning ``(θ̂, iterations)``; :func:`solve_tree` applies it to a pytree,
-handling unregularized leaves and penalties with a closed form.
+(a :class:`ramda_optax.subproblem.Subproblem`) and asks a solver for
+θ̂ ≈ argmin Q. A solver is an object with a ``solve(penalty, subproblem, z0,
+count)`` method working on one leaf and returning ``(θ̂, iterations)``;
+:func:`solve_tree` applies it to a pytree, handling unregularized leaves and
+penalties with a closed form.
 
 Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Section 3,
 Algorithm 2 and App. A.
@@ -21,47 +22,31 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
+from ramda_optax import _numerics
 from ramda_optax import _validation
-from ramda_optax.regularizers import GroupNorm, LeafPenalty
+from ramda_optax.regularizers import GroupNorm
+from ramda_optax.regularizers import LeafPenalty
+from ramda_optax.regularizers import Regularizer
+from ramda_optax.subproblem import Subproblem
+from ramda_optax.subproblem import blockwise_prox_solution
+from ramda_optax.subproblem import unregularized_solution
 
 
-def safe_divide(x: jax.Array, y: jax.Array) -> jax.Array:
-  """x / y, with 0 where y == 0 (a coordinate with no curvature stays put)."""
-  return jnp.where(y > 0, x / jnp.where(y > 0, y, 1), 0)
-
-
-def unregularized_solution(a: jax.Array, v: jax.Array, p: jax.Array) -> jax.Array:
-  """argmin <v, θ − a> + ½‖θ − a‖²_P = a − v / P."""
-  return a - safe_divide(v, p)
-
-
-def blockwise_prox_solution(
-    penalty: LeafPenalty, a: jax.Array, v: jax.Array, p: jax.Array, tau: jax.Array
-) -> jax.Array:
-  """prox_{τ/P ψ}(a − v/P): exact when P is constant on every block of ψ
-  (a scalar metric, or any diagonal metric for a separable ψ such as ℓ1).
-  A block with no curvature (P = 0) goes to 0, the minimiser of τψ."""
-  block_p = p if jnp.ndim(p) == 0 else penalty.block_max(p)
-  y = unregularized_solution(a, v, p)
-  z, _ = penalty.prox(y, safe_divide(tau, block_p))
-  return jnp.where(tau > 0, jnp.where(block_p > 0, z, 0), y)
-
-
-def _unless_unregularized(tau, solve, a, v, p):
+def _unless_unregularized(sub: Subproblem, solve):
   """``solve()`` when τ > 0, else the exact closed form a − v/P with no
   iteration; under jit only the branch taken runs."""
   return lax.cond(
-      tau > 0, solve,
-      lambda: (unregularized_solution(a, v, p), jnp.zeros((), jnp.int32)),
+      sub.threshold > 0, solve,
+      lambda: (unregularized_solution(sub), jnp.zeros((), jnp.int32)),
   )
 
 
-def _screening(penalty, a, v, p, tau):
-  """(active-block mask, per-block step 1/max P, zero)."""
+def _screening(penalty, sub):
+  """(active-block mask, per-block step 1/max P, per-block max P)."""
+  a, v, p, tau = sub
   active = penalty.screen(p * a - v, tau)
   block_p = penalty.block_max(p)
-  step = jnp.where(block_p > 0, 1 / jnp.where(block_p > 0, block_p, 1), 0)
-  return active, step, block_p
+  return active, _numerics.safe_divide(1, block_p), block_p
 
 
 class PGSolver(NamedTuple):
@@ -82,10 +67,7 @@ class PGSolver(NamedTuple):
   def solve(
       self,
       penalty: LeafPenalty,
-      a: jax.Array,
-      v: jax.Array,
-      p: jax.Array,
-      tau: jax.Array,
+      sub: Subproblem,
       z0: jax.Array,
       count: jax.Array,
   ) -> tuple[jax.Array, jax.Array]:
@@ -93,18 +75,16 @@ class PGSolver(NamedTuple):
 
     Args:
       penalty: the leaf's unit-strength ψ.
-      a: anchor.
-      v: linear term.
-      p: diagonal of the metric P (>= 0), an array or a scalar.
-      tau: threshold τ >= 0 (scalar).
+      sub: the leaf's subproblem (a, v, P >= 0 an array or a scalar, τ >= 0).
       z0: warm start (the current parameters).
       count: 1-based step count t (for condition (7)'s ε_t).
 
     Returns:
       ``(θ̂, iterations)``.
     """
-    p = jnp.broadcast_to(p, a.shape)
-    active, step, block_p = _screening(penalty, a, v, p, tau)
+    sub = sub._replace(metric=jnp.broadcast_to(sub.metric, sub.anchor.shape))
+    a, v, p, tau = sub
+    active, step, block_p = _screening(penalty, sub)
     zero = jnp.zeros((), a.dtype)
 
     def smooth_and_psi(z, psi):
@@ -164,7 +144,7 @@ class PGSolver(NamedTuple):
       )
       return z, iters
 
-    return _unless_unregularized(tau, regularized, a, v, p)
+    return _unless_unregularized(sub, regularized)
 
 
 def pg_solver(
@@ -223,11 +203,18 @@ class ExactSolver(NamedTuple):
           f"{type(penalty).__name__}. Use pg_solver for this regularizer."
       )
 
-  def solve(self, penalty, a, v, p, tau, z0, count):
+  def solve(
+      self,
+      penalty: LeafPenalty,
+      sub: Subproblem,
+      z0: jax.Array,
+      count: jax.Array,
+  ) -> tuple[jax.Array, jax.Array]:
     """Solves Q exactly on one group-norm leaf; returns ``(θ̂, passes)``."""
     del z0, count
     self.check(penalty)
-    p = jnp.broadcast_to(p, a.shape)
+    sub = sub._replace(metric=jnp.broadcast_to(sub.metric, sub.anchor.shape))
+    a, v, p, tau = sub
     b = p * a - v
     kappa = tau * penalty.weight
     active = penalty.screen(b, tau)
@@ -238,16 +225,15 @@ class ExactSolver(NamedTuple):
     # f(r) = Σ b²/(P r + κ)² − 1 is convex and decreasing on r > 0, so Newton
     # started left of the root increases monotonically to it. Start at
     # r₀ = (‖b‖ − κ)/max P, where f(r₀) >= 0.
-    r0 = jnp.where(active, safe_divide(norm_b - kappa, p_max), 0)
+    r0 = jnp.where(active, _numerics.safe_divide(norm_b - kappa, p_max), 0)
     tiny = jnp.finfo(a.dtype).eps
 
     def newton(carry):
       j, r, _ = carry
-      denom = p * r + kappa
-      inv = jnp.where(denom > 0, 1 / jnp.where(denom > 0, denom, 1), 0)
+      inv = _numerics.safe_divide(1, p * r + kappa)
       f = group_sum(b2 * inv * inv) - 1
-      df = -2 * group_sum(b2 * p * inv * inv * inv)
-      delta = jnp.where(df < 0, -f / jnp.where(df < 0, df, -1), 0)
+      df = 2 * group_sum(b2 * p * inv * inv * inv)  # −f'(r)
+      delta = _numerics.safe_divide(f, df)
       # Left of the root f > 0; once f <= 0 or the step is a few ulps, the
       # radius is the root to rounding.
       moving = active & (f > 0) & (delta > 4 * tiny * r)
@@ -260,9 +246,10 @@ class ExactSolver(NamedTuple):
     def regularized():
       init = (jnp.zeros((), jnp.int32), r0, jnp.any(active))
       passes, r, _ = lax.while_loop(cond, newton, init)
-      return jnp.where(active, b * safe_divide(r, p * r + kappa), 0), passes
+      theta = b * _numerics.safe_divide(r, p * r + kappa)
+      return jnp.where(active, theta, 0), passes
 
-    return _unless_unregularized(tau, regularized, a, v, p)
+    return _unless_unregularized(sub, regularized)
 
 
 def exact_solver(max_iters: int = 50) -> ExactSolver:
@@ -292,11 +279,18 @@ def exact_solver(max_iters: int = 50) -> ExactSolver:
 class ProxSolver(NamedTuple):
   """Closed-form scalar-metric prox: θ̂ = prox_{τ/P ψ}(a − v/P)."""
 
-  def solve(self, penalty, a, v, p, tau, z0, count):
-    """Exact when P is constant on every block; returns ``(θ̂, 1)``."""
+  def solve(
+      self,
+      penalty: LeafPenalty,
+      sub: Subproblem,
+      z0: jax.Array,
+      count: jax.Array,
+  ) -> tuple[jax.Array, jax.Array]:
+    """Exact when P is constant on every block; returns ``(θ̂, 1)`` (0 when
+    τ = 0)."""
     del z0, count
-    theta = blockwise_prox_solution(penalty, a, v, p, tau)
-    return theta, (tau > 0).astype(jnp.int32)
+    theta = blockwise_prox_solution(penalty, sub)
+    return theta, (sub.threshold > 0).astype(jnp.int32)
 
 
 def prox_solver() -> ProxSolver:
@@ -312,7 +306,12 @@ def prox_solver() -> ProxSolver:
 
 
 def check_solver(solver: Any, penalties: Sequence[LeafPenalty | None]) -> None:
-  """Raises ``ValueError`` when ``solver`` cannot handle a leaf penalty."""
+  """Checks that ``solver`` can solve every non-separable leaf penalty.
+
+  Raises:
+    TypeError: if ``solver`` has no ``solve`` method.
+    ValueError: if ``solver`` cannot handle one of the penalties.
+  """
   if not hasattr(solver, "solve"):
     raise TypeError(f"solver must have a solve method; got {solver!r}.")
   check = getattr(solver, "check", None)
@@ -320,6 +319,18 @@ def check_solver(solver: Any, penalties: Sequence[LeafPenalty | None]) -> None:
     for penalty in penalties:
       if penalty is not None and not penalty.separable:
         check(penalty)
+
+
+def leaf_penalties(
+    regularizer: Regularizer | None, solver: Any, params: optax.Params
+) -> tuple[LeafPenalty | None, ...]:
+  """The leaf penalties of ``params`` (None for each leaf without a
+  regularizer), checked against ``solver`` (see :func:`check_solver`)."""
+  if regularizer is None:
+    return (None,) * len(jax.tree.leaves(params))
+  penalties = regularizer.layout(params)
+  check_solver(solver, penalties)
+  return penalties
 
 
 def metric_leaves(metric: Any, treedef: Any) -> list[jax.Array]:
@@ -332,10 +343,7 @@ def metric_leaves(metric: Any, treedef: Any) -> list[jax.Array]:
 def solve_tree(
     solver: Any,
     penalties: Sequence[LeafPenalty | None],
-    anchor: optax.Params,
-    linear: optax.Updates,
-    metric: Any,
-    threshold: jax.Array,
+    sub: Subproblem,
     warm_start: optax.Params,
     count: jax.Array,
 ) -> tuple[optax.Params, Any]:
@@ -346,38 +354,38 @@ def solve_tree(
 
   Args:
     solver: the solver for non-separable penalties.
-    penalties: one leaf penalty or None per leaf of ``anchor``.
-    anchor: a (a pytree).
-    linear: v, like ``anchor``; its dtypes are the computation's.
-    metric: P, like ``anchor``, or one array for every leaf.
-    threshold: τ (scalar).
-    warm_start: z0, like ``anchor``.
+    penalties: one leaf penalty or None per leaf of ``sub.anchor``.
+    sub: the subproblem, with pytrees a and v (v's dtypes are the
+      computation's) and a metric like them or one array for every leaf.
+    warm_start: z0, like ``sub.anchor``.
     count: 1-based step count, for solvers that schedule tolerances.
 
   Returns:
-    ``(θ̂, iterations)``: θ̂ in the dtypes of ``linear``, one int per leaf.
+    ``(θ̂, iterations)``: θ̂ in the dtypes of ``sub.linear``, and a pytree
+    like it of int32 iteration counts.
   """
-  leaves, treedef = jax.tree.flatten(anchor)
+  leaves, treedef = jax.tree.flatten(sub.anchor)
   if len(penalties) != len(leaves):
     raise ValueError(
         f"the regularizer describes {len(penalties)} leaves but params "
         f"have {len(leaves)}."
     )
-  ps = metric_leaves(metric, treedef)
   thetas, iters = [], []
   for penalty, a, v, p, z0 in zip(
-      penalties, leaves, treedef.flatten_up_to(linear), ps,
-      treedef.flatten_up_to(warm_start),
+      penalties, leaves, treedef.flatten_up_to(sub.linear),
+      metric_leaves(sub.metric, treedef), treedef.flatten_up_to(warm_start),
   ):
     dtype = v.dtype
-    a, p, z0, tau = a.astype(dtype), p.astype(dtype), z0.astype(dtype), threshold.astype(dtype)
+    leaf = Subproblem(
+        a.astype(dtype), v, p.astype(dtype), sub.threshold.astype(dtype)
+    )
     if penalty is None:
-      theta, it = unregularized_solution(a, v, p), jnp.zeros((), jnp.int32)
+      theta, it = unregularized_solution(leaf), jnp.zeros((), jnp.int32)
     elif penalty.separable:
-      theta = blockwise_prox_solution(penalty, a, v, p, tau)
+      theta = blockwise_prox_solution(penalty, leaf)
       it = jnp.zeros((), jnp.int32)
     else:
-      theta, it = solver.solve(penalty, a, v, p, tau, z0, count)
+      theta, it = solver.solve(penalty, leaf, z0.astype(dtype), count)
     thetas.append(theta)
     iters.append(it)
   return treedef.unflatten(thetas), treedef.unflatten(iters)

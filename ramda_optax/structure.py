@@ -5,13 +5,16 @@ All functions are jit-able and take a ``groups`` specification as
 or a callable ``params -> pytree``).
 """
 
+import dataclasses
+import functools
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-from flax import struct
 
-from ramda_optax.regularizers import GroupsSpec, leaf_groups, leaf_mask
+from ramda_optax.layouts import GroupsSpec
+from ramda_optax.layouts import leaf_groups
+from ramda_optax.layouts import leaf_mask
 
 
 def unstructured_sparsity(params: Any) -> jax.Array:
@@ -85,7 +88,12 @@ def low_rank_level(params: Any, mask: Any = None) -> jax.Array:
   return zero / total
 
 
-@struct.dataclass
+@functools.partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["groups_alive", "params_alive"],
+    meta_fields=["path", "groups_total", "params_total"],
+)
+@dataclasses.dataclass(frozen=True)
 class LayerStructure:
   """Structure of one regularized leaf (a pytree: jit can return it).
 
@@ -97,11 +105,11 @@ class LayerStructure:
     params_total: all parameters of the leaf.
   """
 
-  path: str = struct.field(pytree_node=False)
+  path: str
   groups_alive: jax.Array
-  groups_total: int = struct.field(pytree_node=False)
+  groups_total: int
   params_alive: jax.Array
-  params_total: int = struct.field(pytree_node=False)
+  params_total: int
 
 
 class StructureReport(NamedTuple):

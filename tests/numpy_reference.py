@@ -655,11 +655,13 @@ class ProxGen(_AdamMoments):
 
 
 class ProxSSI(_AdamMoments):
-    """ProxSSI: an HF-AdamW step (no weight decay) followed by the exact weighted prox.
+    """ProxSSI: the authors' AdamW step (no weight decay), then the exact weighted prox.
 
     At step n (t = n + 1), per leaf:
       m, v2 Adam moments
-      Δ = η(n) (m/(1 − b1^t)) / (sqrt(v2)/sqrt(1 − b2^t) + eps);   y = W − Δ
+      Δ = η(n) sqrt(1 − b2^t)/(1 − b1^t) · m / (sqrt(v2) + eps);   y = W − Δ
+        (eps on the raw sqrt(v2), bias correction in the step size, as in
+        Deleu & Bengio's optimizer)
       P = sqrt(v2) + eps   (raw second moment, no bias correction);  τ = η(n) λ(n)
       θ = argmin ½‖θ − y‖²_P + τ ψ(θ)
         = argmin <P Δ, θ − W> + ½<θ − W, P(θ − W)> + τ ψ(θ)      (Q with a = W, v = P Δ)
@@ -684,8 +686,8 @@ class ProxSSI(_AdamMoments):
         for name, W in self.params.items():
             g = np.asarray(grads[name], dtype=np.float64)
             self._update_moments(name, g)
-            delta = lr * (self.m[name] / (1.0 - self.b1 ** t)) / (
-                np.sqrt(self.v2[name]) / np.sqrt(1.0 - self.b2 ** t) + self.eps)
+            step_size = lr * np.sqrt(1.0 - self.b2 ** t) / (1.0 - self.b1 ** t)
+            delta = step_size * self.m[name] / (np.sqrt(self.v2[name]) + self.eps)
             P = np.sqrt(self.v2[name]) + self.eps
             kind = self.kinds[name]
             if kind is None or tau == 0:

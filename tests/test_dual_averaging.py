@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import ramda_optax as ro
-from ramda_optax import dual_averaging as da
+from ramda_optax import accumulator as da
 
 
 def test_accumulates_weighted_gradients_and_restarts(x64):
@@ -41,7 +41,7 @@ def test_bfloat16_params_get_float32_statistics():
   state = da.init(params)
   assert state.grad_sum["w"].dtype == jnp.float32 and state.alpha.dtype == jnp.float32
   assert state.anchor["w"].dtype == jnp.bfloat16
-  assert ro.cube_root().init(params)["w"].dtype == jnp.float32
+  assert ro.cube_root().init(params)[0]["w"].dtype == jnp.float32
 
 
 def test_restart_steps_are_checked():
@@ -54,16 +54,22 @@ def test_restart_steps_are_checked():
 def test_cube_root_preconditioner(x64):
   pre = ro.cube_root(eps=1e-3, eps_decay=0.5)
   params = {"w": jnp.zeros(3)}
+  assert (pre.damping, pre.damping_decay) == (1e-3, 0.5)
   stats = pre.init(params)
   g = {"w": jnp.array([0.0, 2.0, -3.0])}
-  stats = pre.update(stats, g, jnp.asarray(0.5), False)
-  stats = pre.update(stats, g, jnp.asarray(1.0), False)
-  np.testing.assert_allclose(stats["w"], 1.5 * np.array([0.0, 4.0, 9.0]))
-  metric = pre.metric(stats, jnp.asarray(1e-3), jnp.asarray(2))
-  np.testing.assert_allclose(metric["w"], np.cbrt(stats["w"]) + 1e-3, rtol=1e-14)
+  step = lambda k, weight, restart: ro.Step(
+      count=jnp.asarray(k - 1), stage_count=jnp.asarray(k),
+      learning_rate=jnp.asarray(weight), weight=jnp.asarray(weight),
+      restart=restart, damping=jnp.asarray(1e-3),
+  )
+  linear, _, stats = pre.update(g, stats, step(1, 0.5, False))
+  assert linear is None  # the dual average gives the linear term
+  _, metric, stats = pre.update(g, stats, step(2, 1.0, False))
+  np.testing.assert_allclose(stats[0]["w"], 1.5 * np.array([0.0, 4.0, 9.0]))
+  np.testing.assert_allclose(metric["w"], np.cbrt(stats[0]["w"]) + 1e-3, rtol=1e-14)
   assert float(metric["w"][0]) == 1e-3  # ∛0 is exactly 0
-  stats = pre.update(stats, g, jnp.asarray(1.0), True)  # a restart zeroes U
-  np.testing.assert_allclose(stats["w"], [0.0, 4.0, 9.0])
+  _, _, stats = pre.update(g, stats, step(3, 1.0, True))  # a restart zeroes U
+  np.testing.assert_allclose(stats[0]["w"], [0.0, 4.0, 9.0])
   with pytest.raises(ValueError, match="eps_decay"):
     ro.cube_root(eps_decay=1.5)
 
@@ -71,4 +77,9 @@ def test_cube_root_preconditioner(x64):
 def test_sqrt_count_preconditioner(x64):
   pre = ro.sqrt_count()
   assert pre.init({"w": jnp.ones(2)}) == ()
-  assert float(pre.metric((), jnp.asarray(0.0), jnp.asarray(9))) == 3.0
+  step = ro.Step(
+      count=jnp.asarray(8), stage_count=jnp.asarray(9),
+      learning_rate=jnp.asarray(0.1), weight=jnp.asarray(0.3), restart=False,
+      damping=jnp.asarray(0.0),
+  )
+  assert float(pre.update({"w": jnp.ones(2)}, (), step)[1]) == 3.0

@@ -46,11 +46,11 @@ def test_theta_hat_zero_pattern_settles_on_the_minimisers():
     loss = lambda p: jnp.mean(jnp.sum((xs[idx] @ p["w"] - ys[idx]) ** 2, 1)) / 2
     updates, state = opt.update(jax.grad(loss)(params), state, params)
     params = optax.apply_updates(params, updates)
-    zero = ro.subproblem_zero_groups(state)
+    zero = ro.subproblem_zero_groups(state, groups)
     return params, state, ro.identification.update(history, zero)
 
   state = opt.init(params)
-  history = ro.identification.init(ro.subproblem_zero_groups(state))
+  history = ro.identification.init(ro.subproblem_zero_groups(state, groups))
   flips_per_interval = []
   for i, key in enumerate(jax.random.split(jax.random.key(0), 600)):
     params, state, history = step(params, state, history, key)

@@ -401,8 +401,9 @@ def test_proxssi_strength0_is_hf_adamw():
         for name in W:  # transformers.AdamW (no weight decay, correct_bias=True, eps 1e-6)
             m[name] = 0.9 * m[name] + 0.1 * g[name]
             v[name] = 0.999 * v[name] + 0.001 * g[name] ** 2
-            denom = np.sqrt(v[name]) / np.sqrt(1 - 0.999 ** t) + 1e-6
-            W[name] = W[name] - (_lr(n) / (1 - 0.9 ** t)) * m[name] / denom
+            denom = np.sqrt(v[name]) + 1e-6  # ε on the raw √v
+            step_size = _lr(n) * np.sqrt(1 - 0.999 ** t) / (1 - 0.9 ** t)
+            W[name] = W[name] - step_size * m[name] / denom
         out = opt.step(g)
         for name in W:
             np.testing.assert_allclose(out[name], W[name], rtol=1e-14, atol=1e-14)
@@ -419,7 +420,7 @@ def test_proxssi_weighted_prox_optimality():
     W = opt.params["dense"].copy()
     out = opt.step(grads[1])["dense"]
     m, v = opt.m["dense"], opt.v2["dense"]
-    y = W - lr * (m / (1 - 0.9 ** 2)) / (np.sqrt(v) / np.sqrt(1 - 0.999 ** 2) + 1e-6)
+    y = W - lr * np.sqrt(1 - 0.999 ** 2) / (1 - 0.9 ** 2) * m / (np.sqrt(v) + 1e-6)
     P = np.sqrt(v) + 1e-6
     kappa = lr * lam * np.sqrt(W.shape[1])
     norms = np.linalg.norm(out, axis=1)

@@ -37,7 +37,10 @@ def _objective(z, a, v, p, tau, axes):
 
 
 def _solve(solver, shape, axes, a, v, p, tau, z0, count=1):
-  z, iters = jax.jit(solver.solve, static_argnums=0)(
+  solve = lambda penalty, a, v, p, tau, z0, count: solver.solve(
+      penalty, ro.Subproblem(a, v, p, tau), z0, count
+  )
+  z, iters = jax.jit(solve, static_argnums=0)(
       _penalty(shape, axes), *map(jnp.asarray, (a, v, p, tau, z0)),
       jnp.int32(count),
   )
