@@ -1,6 +1,6 @@
 """Compacting the MNIST CNN after RAMDA training: smaller, same accuracy.
 
-Trains the CNN of ``benchmarks/mnist_cnn.py`` with its defaults: RAMDA,
+Trains the CNN of ``benchmarks.mnist_cnn`` with its defaults: RAMDA,
 channel-wise group lasso and the stage-wise schedule on the bundled MNIST
 subset. Then :func:`ramda_optax.compact` removes the units whose outgoing
 weights are all zero from the trained weights W. The script prints the
@@ -12,7 +12,7 @@ runs after warm-up, with the two models alternating in the same process.
 
 Run (about a minute on a 2-core CPU, compilation included):
 
-    python benchmarks/compact_mnist_cnn.py
+    python -m benchmarks.compact_mnist_cnn
 """
 
 import argparse
@@ -20,55 +20,13 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-import mnist_cnn
 import ramda_optax
-from ramda_optax.compaction import Conv, Dense, Flatten, Pool
-
-LAYERS = (Conv("Conv_0"), Pool((2, 2), (2, 2)), Conv("Conv_1"),
-          Pool((2, 2), (2, 2)), Flatten(), Dense("Dense_0"))
-
-
-class CNN(nn.Module):
-  """``mnist_cnn.CNN`` with its conv widths as a field (same param names)."""
-
-  widths: Sequence[int] = (16, 32)
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    for features in self.widths:
-      x = nn.relu(nn.Conv(features, (3, 3))(x))
-      x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    return nn.Dense(10)(x.reshape(x.shape[0], -1))
-
-
-def train(args: argparse.Namespace) -> mnist_cnn.Params:
-  """W after ``mnist_cnn``'s training run (same model, optimizer, order)."""
-  train_split, _ = ramda_optax.datasets.load_mnist10k()
-  steps_per_epoch = len(train_split.labels) // args.batch_size
-  model = mnist_cnn.CNN()
-  params = model.init(jax.random.key(args.seed), train_split.images[:1])["params"]
-  groups = ramda_optax.groups.structured(params)
-  last_stage = steps_per_epoch * (3 * args.epochs // 4)
-  optimizer = ramda_optax.ramda(
-      **ramda_optax.stagewise_schedule(
-          args.lr, args.c, [last_stage] if last_stage else []),
-      regularizer=ramda_optax.group_lasso(args.strength, groups),
-  )
-  opt_state = optimizer.init(params)
-  step = mnist_cnn.make_step(model, optimizer)
-  rng = np.random.default_rng(args.seed)
-  for _ in range(args.epochs):
-    order = rng.permutation(len(train_split.labels))
-    for i in range(steps_per_epoch):
-      batch = order[i * args.batch_size:(i + 1) * args.batch_size]
-      params, opt_state, _ = step(params, opt_state, train_split.images[batch],
-                                  train_split.labels[batch])
-  return params
+from benchmarks import mnist_cnn
+from benchmarks.models import CNN, CNN_LAYERS
 
 
 def median_times(
@@ -98,19 +56,21 @@ def parse_args() -> argparse.Namespace:
 def main() -> None:
   args = parse_args()
   start = time.perf_counter()
-  params = train(args)
+  train, valid = ramda_optax.datasets.load_mnist10k()
+  params = CNN().init(jax.random.key(args.seed), train.images[:1])["params"]
+  params = mnist_cnn.train(args, train.images, train.labels, params,
+                           ramda_optax.groups.structured(params))
   print(f"trained in {time.perf_counter() - start:.1f} s ({jax.devices()[0]})")
 
-  small = ramda_optax.compact(params, LAYERS)
+  small = ramda_optax.compact(params, CNN_LAYERS)
   widths = [small.features[name] for name in ("Conv_0", "Conv_1")]
-  models = {"original": (mnist_cnn.CNN(), params),
+  models = {"original": (CNN(), params),
             "compact": (CNN(widths), small.params)}
-  _, valid = ramda_optax.datasets.load_mnist10k()
   images = jax.device_put(valid.images)
   forward = {name: jax.jit(model.apply) for name, (model, _) in models.items()}
   logits = {name: forward[name]({"params": p}, images)
             for name, (_, p) in models.items()}
-  costs = {name: ramda_optax.model_cost(p, LAYERS, valid.images.shape[1:])
+  costs = {name: ramda_optax.model_cost(p, CNN_LAYERS, valid.images.shape[1:])
            for name, (_, p) in models.items()}
   seconds = dict(zip(models, median_times(
       [lambda n=name: forward[n]({"params": models[n][1]}, images)

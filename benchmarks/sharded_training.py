@@ -6,7 +6,7 @@ sharded like the params (:func:`ramda_optax.sharding.state_shardings`). On a
 CPU, simulate devices with
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-        python benchmarks/sharded_training.py --fsdp
+        python -m benchmarks.sharded_training --fsdp
 
 On several hosts, call ``jax.distributed.initialize()`` first (see README).
 """
@@ -20,7 +20,8 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import ramda_optax as ro
-from mnist_cnn import CNN
+from benchmarks.losses import cross_entropy
+from benchmarks.models import CNN
 
 
 def main() -> None:
@@ -52,10 +53,8 @@ def main() -> None:
   opt_state = jax.jit(optimizer.init, out_shardings=state_sh)(params)
 
   def step(params, opt_state, images, labels):
-    def loss_fn(p):
-      logits = model.apply({"params": p}, images)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    loss, grads = jax.value_and_grad(loss_fn)(params)
+    loss, grads = jax.value_and_grad(cross_entropy, argnums=1)(
+        model, params, images, labels)
     updates, opt_state = optimizer.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state, loss
 

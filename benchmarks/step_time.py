@@ -9,7 +9,7 @@ behave as in training. Each step (update and apply_updates, params and
 state donated) is timed after a warm-up; the median of ``--steps`` is
 reported with the solver's inner iterations per step (summed over leaves).
 
-    python benchmarks/step_time.py --model vgg19 --variants adam,ramda,ramda_exact
+    python -m benchmarks.step_time --model vgg19 --variants adam,ramda,ramda_exact
 """
 
 import argparse
@@ -24,35 +24,10 @@ import numpy as np
 import optax
 
 import ramda_optax as ro
+from benchmarks.mnist_cnn import make_step
+from benchmarks.models import CNN, mlp1m_shapes, vgg19_shapes
 
-VGG19 = (64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M",
-         512, 512, 512, 512, "M", 512, 512, 512, 512, "M")
-
-
-def vgg19_params() -> tuple[dict, dict]:
-  """Shapes of VGG19 for CIFAR-10 (Flax layout) and their groups."""
-  shapes, groups, cin, i = {}, {}, 3, 0
-  for width in VGG19:
-    if width == "M":
-      continue
-    shapes[f"conv{i:02d}"] = {"kernel": (3, 3, cin, width), "bias": (width,)}
-    groups[f"conv{i:02d}"] = {"kernel": (0, 1, 3), "bias": None}
-    cin, i = width, i + 1
-  shapes["head"] = {"kernel": (512, 10), "bias": (10,)}
-  groups["head"] = {"kernel": (1,), "bias": None}
-  return shapes, groups
-
-
-def mlp_params() -> tuple[dict, dict]:
-  """A 1M-parameter MLP 784-1024-256-10."""
-  widths = (784, 1024, 256, 10)
-  shapes = {f"dense{i}": {"kernel": (a, b), "bias": (b,)}
-            for i, (a, b) in enumerate(zip(widths, widths[1:]))}
-  groups = {k: {"kernel": (1,), "bias": None} for k in shapes}
-  return shapes, groups
-
-
-MODELS = {"vgg19": vgg19_params, "mlp1m": mlp_params}
+MODELS = {"vgg19": vgg19_shapes, "mlp1m": mlp1m_shapes}
 
 
 def bare_passes(count: int) -> optax.GradientTransformation:
@@ -149,11 +124,8 @@ def time_variant(opt, init, grad_fn, warmup: int, steps: int) -> dict:
     params, state = jax.block_until_ready(step(params, state, grads))
     if n >= warmup:
       times.append(time.perf_counter() - start)
-      its = [s for s in jax.tree.leaves(state, is_leaf=lambda x: isinstance(
-          x, (ro.RamdaState, ro.ProximalState))) if isinstance(
-              s, (ro.RamdaState, ro.ProximalState))]
-      if its:
-        iters.append(sum(int(i) for i in jax.tree.leaves(its[0].inner_iters)))
+      if isinstance(state, (ro.RamdaState, ro.ProximalState)):
+        iters.append(int(np.sum(state.inner_iters)))
   return {"median_s": float(np.median(times)),
           "inner_iters": float(np.mean(iters)) if iters else None,
           # XLA's buffer assignment: scratch memory of one step, beyond its
@@ -163,8 +135,7 @@ def time_variant(opt, init, grad_fn, warmup: int, steps: int) -> dict:
 
 def time_training_step(variant: str, warmup: int, steps: int) -> float:
   """Median time of one jitted training step (forward, backward, update) of
-  the main job's CNN on batches of 128 bundled MNIST images."""
-  from mnist_cnn import CNN, make_step  # pylint: disable=g-import-not-at-top
+  the CNN of benchmarks.mnist_cnn on batches of 128 bundled MNIST images."""
   train, _ = ro.datasets.load_mnist10k()
   model = CNN()
   params = model.init(jax.random.key(0), train.images[:1])["params"]
@@ -192,7 +163,7 @@ def main():
   parser.add_argument("--steps", type=int, default=20)
   parser.add_argument("--json", default=None, help="write results here")
   parser.add_argument("--training-step", action="store_true",
-                      help="time the main job's whole CNN training step instead")
+                      help="time the mnist_cnn CNN's whole training step instead")
   args = parser.parse_args()
   if args.training_step:
     names = args.variants.split(",")

@@ -1,29 +1,30 @@
-"""Smoke test of benchmarks/reproduce.py: a tiny run writes JSON, PNG and
+"""Smoke test of benchmarks.reproduce: a tiny run writes JSON, PNG and
 the results table."""
 
-import importlib.util
 import json
 import math
+import shutil
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "reproduce.py"
+from benchmarks import reproduce
+from benchmarks import report
+from benchmarks.tasks import TASKS
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
 
 
-def load_script():
-  spec = importlib.util.spec_from_file_location("reproduce", SCRIPT)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
+def tiny_logreg_run(out: Path, page: Path, *flags: str) -> dict:
+  return reproduce.main([
+      "--task", "logreg", "--methods", "ramda,prox_sgd", "--seeds", "0",
+      "--epochs", "1", "--train-size", "256", "--out", str(out),
+      "--report", str(page), *flags])
 
 
 def test_tiny_logreg_run_writes_json_png_and_table(tmp_path, monkeypatch):
-  monkeypatch.syspath_prepend(str(SCRIPT.parent))  # its sibling mnist_cnn
-  reproduce = load_script()
-  out, report = tmp_path / "results", tmp_path / "RESULTS.md"
-  results = reproduce.main([
-      "--task", "logreg", "--methods", "ramda,prox_sgd", "--seeds", "0",
-      "--epochs", "1", "--train-size", "256", "--out", str(out),
-      "--report", str(report)])
+  monkeypatch.setattr(reproduce, "README", tmp_path / "README.md")
+  out, page = tmp_path / "results", tmp_path / "RESULTS.md"
+  results = tiny_logreg_run(out, page)
 
   saved = json.loads((out / "logreg.json").read_text())
   assert saved == json.loads(json.dumps(results))
@@ -47,31 +48,46 @@ def test_tiny_logreg_run_writes_json_png_and_table(tmp_path, monkeypatch):
   png = out / "logreg_logreg.png"
   assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   assert png.stat().st_size < 200_000
-  table = report.read_text()
+  table = page.read_text()
   assert "| RAMDA |" in table and "| ProxSGD |" in table
   assert "91.35 / 57.4" in table
+  assert not (tmp_path / "README.md").exists()  # only with --update-readme
 
 
-def test_readme_results_are_generated_from_the_committed_json(monkeypatch):
-  monkeypatch.syspath_prepend(str(SCRIPT.parent))
-  reproduce = load_script()
-  readme = (SCRIPT.parents[1] / "README.md").read_text()
-  block = reproduce.readme_block(SCRIPT.parent / "results")
+def test_update_readme_rebuilds_the_results_block(tmp_path, monkeypatch):
+  text = (ROOT / "README.md").read_text()
+  readme = tmp_path / "README.md"
+  readme.write_text(text.replace(report.readme_block(RESULTS),
+                                 report.README_BEGIN + report.README_END))
+  monkeypatch.setattr(reproduce, "README", readme)
+  out = tmp_path / "results"
+  out.mkdir()
+  shutil.copy(RESULTS / "all.json", out)
+  tiny_logreg_run(out, tmp_path / "RESULTS.md", "--update-readme")
+  assert readme.read_text() == text
+
+
+def test_readme_results_are_generated_from_the_committed_json():
+  readme = (ROOT / "README.md").read_text()
+  block = report.readme_block(RESULTS)
   assert block in readme
   for task in ("logreg", "mlp", "cnn", "transformer"):
     assert f"#### {task}" in block
-    assert (SCRIPT.parent / "results" / f"all_{task}.png").exists()
+    assert (RESULTS / f"all_{task}.png").exists()
 
 
-def test_tiny_quick_run_trains_every_method_of_every_task(tmp_path, monkeypatch):
-  monkeypatch.syspath_prepend(str(SCRIPT.parent))
-  reproduce = load_script()
+def test_results_page_is_generated_from_the_committed_json():
+  assert report.results_page(RESULTS) == (
+      ROOT / "benchmarks" / "RESULTS.md").read_text()
+
+
+def test_tiny_quick_run_trains_every_method_of_every_task(tmp_path):
   out = tmp_path / "results"
   results = reproduce.main([
       "--quick", "--epochs", "1", "--train-size", "256", "--out", str(out),
       "--report", str(tmp_path / "RESULTS.md")])
-  assert set(results["tasks"]) == set(reproduce.TASKS)
-  for name, task in reproduce.TASKS.items():
+  assert set(results["tasks"]) == set(TASKS)
+  for name, task in TASKS.items():
     runs = results["tasks"][name]["runs"]
     assert set(runs) == set(task.hyper)
     for method, seeds in runs.items():

@@ -1,0 +1,1 @@
+"""Examples and benchmarks of ramda_optax, run as ``python -m benchmarks.<name>``."""

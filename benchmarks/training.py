@@ -1,0 +1,188 @@
+"""Training a task's methods: optimizers, the per-epoch loop and what it
+records."""
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import ramda_optax as ro
+from benchmarks.data import Arrays
+from benchmarks.models import CNN_LAYERS
+from benchmarks.methods import DUAL_AVERAGING, LABELS
+from benchmarks.tasks import Settings, Task
+
+# Called after every epoch with "<task>/<method>".
+Progress = Callable[[str], None]
+
+
+def kernel_mask(params: optax.Params) -> optax.Params:
+  """True on Dense/Conv kernels: the leaves the nuclear norm regularizes."""
+  return jax.tree_util.tree_map_with_path(
+      lambda path, _: path[-1].key == "kernel", params)
+
+
+def milestone_steps(fractions: Sequence[float], total: int) -> list[int]:
+  """The steps at ``fractions`` of ``total``, without 0 and ``total``."""
+  return sorted({round(f * total) for f in fractions} - {0, total})
+
+
+def ramp_c(c: float, last_stage: int) -> float:
+  """c, raised to the next 0.01 above 1/√last_stage when smaller, so that
+  the last stage has the ⌈1/c²⌉ steps after which W = θ̂."""
+  floor = 1 / math.sqrt(last_stage)
+  return c if c >= floor else math.ceil(100 * floor) / 100
+
+
+def make_optimizer(task: Task, method: str, hyper: dict[str, float],
+                   milestones: list[int],
+                   params: optax.Params) -> optax.GradientTransformation:
+  """``method`` with the task's regularizer under the stage-wise schedule."""
+  lr = hyper["learning_rate"]
+  if task.structure_name == "low_rank_level":
+    regularizer = ro.nuclear_norm(task.strength, kernel_mask)
+    solver = ro.pg_solver(max_iters=5, rtol=1e-3)
+  else:
+    regularizer = ro.group_lasso(task.strength, ro.groups.structured(params))
+    solver = None
+  if method == "ramda":
+    return ro.ramda(**ro.stagewise_schedule(lr, hyper["c"], milestones),
+                    regularizer=regularizer, solver=solver)
+  if method == "rmda":
+    return ro.rmda(**ro.stagewise_schedule(lr, hyper["c"], milestones,
+                                           method="rmda"),
+                   regularizer=regularizer)
+  schedule = ro.stagewise_schedule(lr, None, milestones,
+                                   method="lr_decay")["learning_rate"]
+  builders = {
+      "proxgen": lambda: ro.proxgen(schedule, regularizer=regularizer,
+                                    solver=solver),
+      "prox_ssi": lambda: ro.prox_ssi(schedule, regularizer=regularizer),
+      "prox_sgd": lambda: ro.prox_sgd(schedule, regularizer=regularizer),
+      "adam": lambda: optax.adam(schedule),
+      "madgrad": lambda: optax.contrib.madgrad(schedule),
+      "adamw": lambda: optax.adamw(schedule),
+  }
+  return builders[method]()
+
+
+def structure_fn(task: Task, params: optax.Params
+                 ) -> Callable[[optax.Params], jax.Array]:
+  """The task's structure measure in percent: low-rank level of the kernels
+  or weighted group sparsity of the structured groups."""
+  if task.structure_name == "low_rank_level":
+    mask = kernel_mask(params)
+    return lambda p: 100 * ro.low_rank_level(p, mask)
+  groups = ro.groups.structured(params)
+  return lambda p: 100 * ro.weighted_group_sparsity(p, groups)
+
+
+def cnn_cost(params: optax.Params) -> dict[str, int]:
+  """Parameters and MACs of the CNN before and after compaction."""
+  small = ro.compact(params, CNN_LAYERS).params
+  full = ro.model_cost(params, CNN_LAYERS, (28, 28, 1))
+  compact = ro.model_cost(small, CNN_LAYERS, (28, 28, 1))
+  return {"params": full.params, "macs": full.macs,
+          "compact_params": compact.params, "compact_macs": compact.macs}
+
+
+def train_method(task: Task, method: str, seeds: Sequence[int],
+                 settings: Settings, arrays: Arrays, progress: Progress
+                 ) -> tuple[dict[str, Any], dict[str, dict]]:
+  """Trains ``method`` once per seed, compiling once. Returns the
+  hyperparameters used and one record per seed."""
+  steps = settings.steps or arrays.train_x.shape[0] // settings.batch_size
+  total = steps * settings.epochs
+  milestones = milestone_steps(task.milestones, total)
+  hyper = dict(task.hyper[method])
+  if method in DUAL_AVERAGING:
+    hyper["c"] = ramp_c(hyper["c"], total - (milestones or [0])[-1])
+  sample = task.model.init(jax.random.key(0), task.example(arrays))["params"]
+  optimizer = make_optimizer(task, method, hyper, milestones, sample)
+  structure = structure_fn(task, sample)
+
+  # One jitted call per step: on XLA:CPU a lax.scan over steps runs the
+  # convolutions several times slower than separate calls.
+  def step(params, opt_state, arrays, index):
+    loss, grads = jax.value_and_grad(task.loss, argnums=1)(
+        task.model, params, arrays, index)
+    updates, opt_state = optimizer.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, loss
+
+  def evaluate(params, opt_state, arrays):
+    theta = (ro.subproblem_solution(opt_state, params)
+             if method in DUAL_AVERAGING else params)
+    return (task.metric(task.model, params, arrays), structure(params),
+            structure(theta))
+
+  step = jax.jit(step, donate_argnums=(0, 1))
+  evaluate = jax.jit(evaluate)
+  records = {}
+  for seed in seeds:
+    start = time.perf_counter()
+    key, init_key = jax.random.split(jax.random.key(seed))
+    params = task.model.init(init_key, task.example(arrays))["params"]
+    # A copy: optax.contrib.madgrad keeps the params it is given as its x0,
+    # and the step donates params and state separately.
+    opt_state = optimizer.init(jax.tree.map(jnp.copy, params))
+    history = {"train_loss": [], "val_" + task.metric_name: [],
+               "structure_W": [], "structure_theta": []}
+    for _ in range(settings.epochs):
+      key, epoch_key = jax.random.split(key)
+      losses = []
+      for index in np.asarray(
+          task.batches(epoch_key, arrays, steps, settings.batch_size)):
+        params, opt_state, loss = step(params, opt_state, arrays, index)
+        losses.append(loss)
+      values = (jnp.mean(jnp.stack(losses)),
+                *evaluate(params, opt_state, arrays))
+      for name, value in zip(history, values):
+        history[name].append(float(value))
+      progress(f"{task.name}/{method}")
+    record = {"epochs": history,
+              "final": {name: values[-1] for name, values in history.items()},
+              "wall_time_s": time.perf_counter() - start}
+    if task.name == "cnn":
+      record["final"].update(cnn_cost(params))
+    records[str(seed)] = record
+  used = {**hyper, "strength": task.strength, "batch_size": settings.batch_size,
+          "epochs": settings.epochs, "steps_per_epoch": steps,
+          "milestones": milestones, "gamma": 0.1,
+          "train_size": int(arrays.train_x.shape[0])}
+  return used, records
+
+
+def deviations(task: Task, hyper: dict[str, dict[str, Any]]) -> list[str]:
+  """The task's notes plus every c raised above its set value."""
+  out = list(task.notes)
+  for method, used in hyper.items():
+    set_c = task.hyper[method].get("c")
+    if set_c is not None and used["c"] != set_c:
+      last = (used["epochs"] * used["steps_per_epoch"]
+              - (used["milestones"] or [0])[-1])
+      out.append(
+          f"{LABELS[method]}: c raised from {set_c} to {used['c']}. The "
+          f"momentum ramp c_j = min(c√j, 1) needs ⌈1/c²⌉ = "
+          f"{math.ceil(1 / set_c ** 2):,} last-stage steps to make W = θ̂, "
+          f"and the scaled-down last stage has {last:,}. θ̂'s sparsity is "
+          "reported beside W's.")
+  return out
+
+
+def run_task(task: Task, methods: Sequence[str], seeds: Sequence[int],
+             settings: Settings, progress: Progress) -> dict[str, Any]:
+  """Trains every method on every seed; the task's entry of the results."""
+  arrays = task.arrays(settings.train_size)
+  hyper, runs = {}, {}
+  for method in methods:
+    hyper[method], runs[method] = train_method(
+        task, method, seeds, settings, arrays, progress)
+  return {"metric": task.metric_name, "structure": task.structure_name,
+          "seeds": list(seeds), "hyperparameters": hyper, "runs": runs,
+          "paper": {m: list(v) for m, v in task.paper.items() if m in methods},
+          "deviations": deviations(task, hyper)}
