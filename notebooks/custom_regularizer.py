@@ -19,8 +19,9 @@
 #   and the blockwise maximum the solver uses for step sizes;
 # - a **`Regularizer`** is a strength λ and a *layout* that gives every leaf
 #   of the params its penalty (or `None`);
-# - a **`Preconditioner`** accumulates gradient statistics and turns them
-#   into the diagonal metric P of the subproblem;
+# - a **`Statistics`** accumulates gradient statistics and turns them into
+#   the diagonal metric P of the subproblem (and, for the methods anchored at
+#   the current parameters, its linear term);
 # - the **solver** (`ro.pg_solver()` by default) only talks to leaf
 #   penalties, and `ro.regularized_dual_averaging` wires everything together.
 #
@@ -142,31 +143,30 @@ def sparse_group_lasso(strength, groups, mu):
 # %% [markdown]
 # ## The preconditioner
 #
-# A `Preconditioner` has three functions and a damping ε. `update` receives
-# the dual-averaging weight s_k = η√k of the step and a `restart` flag (the
-# stage-wise schedule restarts the statistics with the dual average). Here
-# U = Σ s_k g_k², as RAMDA, but P = √U + ε (AdaGrad's square root) instead
-# of ∛U + ε. The functions are module-level so that their identity, part of
-# the state's static structure, is stable.
+# A `Statistics` has an `init`, an `update` and a damping ε with its decay.
+# `update(grads, stats, step)` receives a `ro.Step`: the dual-averaging
+# weight s_k = η√k of the step (`step.weight`), a `restart` flag (the
+# stage-wise schedule restarts the statistics with the dual average) and the
+# ε in force. It returns the linear term (None here: the dual average gives
+# it), the metric and the new statistics, a tuple of params-shaped buffers.
+# Here U = Σ s_k g_k², as RAMDA, but P = √U + ε (AdaGrad's square root)
+# instead of ∛U + ε. The optimizer state holds only the buffers, so the
+# functions may be closures.
 
 # %%
-def sum_of_squares_init(params):
-  return jax.tree.map(jnp.zeros_like, params)
+def square_root(eps=1e-6, eps_decay=0.1):
+  def init(params):
+    return (jax.tree.map(jnp.zeros_like, params),)
 
+  def update(grads, stats, step):
+    u = jax.tree.map(
+        lambda u, g: jnp.where(step.restart, 0, u) + step.weight * g * g,
+        stats[0], grads)
+    metric = jax.tree.map(lambda u: jnp.sqrt(u) + step.damping, u)
+    return None, metric, (u,)
 
-def sum_of_squares_update(stats, grads, weight, restart):
-  return jax.tree.map(
-      lambda u, g: jnp.where(restart, 0, u) + weight * g * g, stats, grads)
+  return ro.Statistics(init, update, damping=eps, damping_decay=eps_decay)
 
-
-def square_root_metric(stats, damping, stage_count):
-  del stage_count
-  return jax.tree.map(lambda u: jnp.sqrt(u) + damping, stats)
-
-
-square_root = ro.Preconditioner(
-    init=sum_of_squares_init, update=sum_of_squares_update,
-    metric=square_root_metric, damping=1e-6, damping_decay=0.1)
 
 # %% [markdown]
 # ## Training
@@ -237,7 +237,7 @@ runs = {
         **schedule, regularizer=sparse_group_lasso(1e-4, groups, mu=1.0)),
     "√U metric, sparse group lasso": ro.regularized_dual_averaging(
         schedule["learning_rate"], momentum=schedule["momentum"],
-        restart_steps=schedule["restart_steps"], preconditioner=square_root,
+        restart_steps=schedule["restart_steps"], preconditioner=square_root(),
         regularizer=sparse_group_lasso(1e-4, groups, mu=1.0)),
 }
 results = {name: fit(optimizer) for name, optimizer in runs.items()}

@@ -76,10 +76,10 @@ fig.tight_layout()
 # %% [markdown]
 # ## A training loop that watches the pattern
 #
-# `ro.subproblem_zero_groups(opt_state)` reads θ̂'s zero pattern from the
-# optimizer state with one screening pass (a group is zero at the
-# subproblem's minimiser exactly when ‖P_g W⁰_g − V_g‖ ≤ τ√|g|), and
-# `ro.zero_groups` reads W's. A `ro.identification.PatternHistory` records
+# `ro.subproblem_zero_groups(opt_state, groups)` reads θ̂'s zero pattern
+# from the θ̂ the optimizer state keeps (one pass; screening has already set
+# to zero every group that is zero at the subproblem's minimiser, those with
+# ‖P_g W⁰_g − V_g‖ ≤ τ√|g|), and `ro.zero_groups` reads W's. A `ro.identification.PatternHistory` records
 # inside the jitted loop the last step at which a pattern changed and how
 # many groups flipped; `new_interval` resets the flip counter every epoch.
 
@@ -134,7 +134,7 @@ def train(optimizer, theta_pattern):
 
 ramda_records, ramda_params = train(
     ro.ramda(**schedule, regularizer=regularizer),
-    lambda opt_state, params: ro.subproblem_zero_groups(opt_state))
+    lambda opt_state, params: ro.subproblem_zero_groups(opt_state, groups))
 proxgen_records, proxgen_params = train(
     ro.proxgen(ro.stagewise_schedule(1e-3, None, milestones,
                                      method="lr_decay")["learning_rate"],

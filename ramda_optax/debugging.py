@@ -41,6 +41,9 @@ pins it), for :func:`ramda_optax.ramda` and a bad entry i of a group g:
   stays NaN: the next gradient at W_i is NaN, which turns V_i into NaN and
   screens the group out.
 
+Wherever θ̂_i is NaN, the θ̂ that the dual-averaging state keeps (for
+:func:`ramda_optax.subproblem_solution`) holds the NaN too.
+
 RMDA and ProxSGD (scalar metric): θ̂_i is NaN and the rest of θ̂_g is zero
 (for ±∞ all of θ̂_g is NaN). With the nuclear norm, an infinite entry is
 turned into NaN before the SVD (XLA:CPU's SVD may never return on infinite

@@ -15,6 +15,7 @@ import select
 import subprocess
 import sys
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -106,14 +107,6 @@ def _assert_bitwise_equal(a, b):
     assert x.tobytes() == y.tobytes(), (x, y)
 
 
-def _assert_close(a, b, rtol=1e-6, atol=1e-7):
-  assert jax.tree.structure(a) == jax.tree.structure(b)
-  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
-    np.testing.assert_allclose(
-        np.asarray(x), np.asarray(y), rtol=rtol, atol=atol
-    )
-
-
 def _avals(tree):
   """(shape, dtype, weak_type) of every leaf."""
   types = map(jax.typeof, jax.tree.leaves(tree))
@@ -173,10 +166,11 @@ def test_inject_hyperparams_matches_plain(name):
     updates, state = step(g, state, params)
     expected_updates, _ = _step(name)(g, s_prev, p_prev)
     # (An update is a difference of params: atol at their float32 ulp.)
-    _assert_close(updates, expected_updates, rtol=1e-6, atol=1e-6)
+    chex.assert_trees_all_close(updates, expected_updates, rtol=1e-6, atol=1e-6)
     params = optax.apply_updates(params, updates)
-    _assert_close(params, expected_params, rtol=1e-6, atol=1e-7)
-  _assert_close(state.inner_state, expected_state, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(params, expected_params, rtol=1e-6, atol=1e-7)
+  chex.assert_trees_all_close(
+      state.inner_state, expected_state, rtol=1e-6, atol=1e-7)
   lr = state.hyperparams["learning_rate"]
   assert lr.dtype == jnp.float32 and float(lr) == np.float32(LR)
 
@@ -211,9 +205,10 @@ def test_multisteps_equals_optimizer_on_the_mean_gradient(x64, name):
     mean = jax.tree.map(lambda *g: sum(g) / k, *gs)
     updates, state = plain_step(mean, state, params)
     params = optax.apply_updates(params, updates)
-    _assert_close(p_multi, params, rtol=1e-9, atol=1e-12)
+    chex.assert_trees_all_close(p_multi, params, rtol=1e-9, atol=1e-12)
   assert int(s_multi.gradient_step) == 3
-  _assert_close(s_multi.inner_opt_state, state, rtol=1e-9, atol=1e-12)
+  chex.assert_trees_all_close(
+      s_multi.inner_opt_state, state, rtol=1e-9, atol=1e-12)
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -235,7 +230,7 @@ def test_state_is_stable_through_lax_cond(name):
         (x.shape, x.dtype) for x in jax.tree.leaves(state)
     ]
   _assert_bitwise_equal(skipped, state)
-  _assert_close(stepped, expected)
+  chex.assert_trees_all_close(stepped, expected, rtol=1e-6, atol=1e-7)
   # The update alone types its state exactly like init (weak types too), so
   # the state can be carried by lax.cond, lax.scan and while loops.
   _, abstract = jax.eval_shape(opt.update, g, state, params)
@@ -283,11 +278,12 @@ def test_apply_if_finite_skips_a_nan_gradient_and_continues(name):
       params, state = new_params, new_state
     updates, state = step(g, state, params)
     params = optax.apply_updates(params, updates)
-    _assert_close(params, expected_params, rtol=1e-6, atol=1e-7)
+    chex.assert_trees_all_close(params, expected_params, rtol=1e-6, atol=1e-7)
     assert ro.nonfinite_leaves(params) == []
   assert int(state.notfinite_count) == 0
   assert int(state.total_notfinite) == 1
-  _assert_close(state.inner_state, history[-1][1])
+  chex.assert_trees_all_close(
+      state.inner_state, history[-1][1], rtol=1e-6, atol=1e-7)
 
 
 # Non-finite gradients without apply_if_finite (the behaviour documented in
@@ -308,13 +304,13 @@ def test_ramda_nan_gradient_screens_out_its_group():
   params, _, new_params, state = _nan_step("ramda_pg")
   # NaN enters V and U of that leaf only, and not the parameters.
   assert ro.nonfinite_leaves(state) == [
-      ".dual.grad_sum['dense']", ".precond['dense']"
+      ".dual.grad_sum['dense']", ".precond[0]['dense']"
   ]
   assert ro.nonfinite_leaves(new_params) == []
   assert int(ro.inner_iterations(state)["dense"]) <= 100
   # The group of the NaN (input feature 0 of the Dense kernel) is screened
   # out: θ̂ is zero on it, and W shrinks by the momentum factor 0.9.
-  zero = ro.subproblem_zero_groups(state)["dense"]
+  zero = ro.subproblem_zero_groups(state, GROUPS)["dense"]
   assert bool(zero[0])
   theta = ro.subproblem_solution(state, new_params)
   np.testing.assert_array_equal(theta["dense"][0], 0)
@@ -327,7 +323,7 @@ def test_ramda_nan_gradient_screens_out_its_group():
   for n in range(4, 7):
     updates, state = _step("ramda_pg")(grads(p, n), state, p)
     p = optax.apply_updates(p, updates)
-    assert bool(ro.subproblem_zero_groups(state)["dense"][0])
+    assert bool(ro.subproblem_zero_groups(state, GROUPS)["dense"][0])
   assert ro.nonfinite_leaves(p) == []
   np.testing.assert_allclose(p["dense"][0], 0.9**4 * params["dense"][0],
                              rtol=1e-5)
@@ -340,7 +336,7 @@ def test_ramda_infinite_gradient_depends_on_the_signs():
   # screened out as for a NaN.
   params, _, new_params, new_state = _nan_step("ramda_pg", value=sign * jnp.inf)
   assert ro.nonfinite_leaves(new_params) == []
-  assert bool(ro.subproblem_zero_groups(new_state)["dense"][0])
+  assert bool(ro.subproblem_zero_groups(new_state, GROUPS)["dense"][0])
   np.testing.assert_allclose(new_params["dense"][0], 0.9 * params["dense"][0],
                              rtol=1e-6)
   # The opposite sign: the group stays active, W_i becomes NaN and the PG
@@ -359,7 +355,7 @@ def test_ramda_infinite_gradient_depends_on_the_signs():
   updates, state = _step("ramda_pg")(g, state, p)
   p = optax.apply_updates(p, updates)
   assert int(ro.inner_iterations(state)["dense"]) < 100
-  assert bool(ro.subproblem_zero_groups(state)["dense"][0])
+  assert bool(ro.subproblem_zero_groups(state, GROUPS)["dense"][0])
   assert np.isnan(p["dense"][0, 0])
   np.testing.assert_allclose(p["dense"][0, 1:], 0.9 * before, rtol=1e-6)
 
@@ -367,9 +363,10 @@ def test_ramda_infinite_gradient_depends_on_the_signs():
 @pytest.mark.parametrize("value", [jnp.nan, jnp.inf, -jnp.inf])
 def test_ramda_without_regularizer_and_a_nonfinite_gradient(value):
   _, _, new_params, state = _nan_step("ramda_noreg", value=value)
-  assert ro.nonfinite_leaves(state) == [
-      ".dual.grad_sum['dense']", ".precond['dense']"
-  ]
+  expected = [".dual.grad_sum['dense']", ".precond[0]['dense']"]
+  if not np.isnan(value):  # θ̂_i = W⁰_i − V_i / P_i = ∞ / ∞, kept in the state
+    expected.append(".solution['dense']")
+  assert ro.nonfinite_leaves(state) == expected
   theta = ro.subproblem_solution(state, new_params)
   if np.isnan(value):
     # NaN P_i counts as "no curvature": θ̂_i = W⁰_i, W stays finite.
@@ -429,7 +426,12 @@ _SOLVERS = {
 
 @functools.cache
 def _jitted_solve(solver_name, penalty):
-  return jax.jit(functools.partial(_SOLVERS[solver_name].solve, penalty))
+  solver = _SOLVERS[solver_name]
+  return jax.jit(
+      lambda a, v, p, tau, z0, count: solver.solve(
+          penalty, ro.Subproblem(a, v, p, tau), z0, count
+      )
+  )
 
 
 @pytest.mark.parametrize(
@@ -563,5 +565,184 @@ def test_report_nonfinite_names_the_leaves_from_inside_jit():
   assert sorted(messages) == [
       "grads: non-finite values at [\"['dense']\"]",
       "state: non-finite values at "
-      "[\".dual.grad_sum['dense']\", \".precond['dense']\"]",
+      "[\".dual.grad_sum['dense']\", \".precond[0]['dense']\"]",
   ]
+
+
+# A state of arrays only: factories built anew on every step (as
+# inject_hyperparams does), with closures inside, keep the state's tree
+# structure; lax.scan carries it; optax.tree_utils maps over its
+# params-shaped parts; the inspection helpers read every optimizer's state.
+
+
+def _closure_statistics(base):
+  """``base`` behind closures made anew on every call."""
+  return ro.Statistics(
+      init=lambda params: base.init(params),
+      update=lambda grads, stats, step: base.update(grads, stats, step),
+      damping=base.damping,
+      damping_decay=base.damping_decay,
+  )
+
+
+CLOSURE_FACTORIES = {
+    "ramda_residual_schedule": lambda learning_rate: ro.ramda(
+        learning_rate, regularizer=_group_lasso(),
+        solver=ro.pg_solver(residual_tol=lambda t: 1e-3 / t),
+    ),
+    "rda_closure_metric": lambda learning_rate: ro.regularized_dual_averaging(
+        learning_rate, preconditioner=_closure_statistics(ro.cube_root()),
+        regularizer=_group_lasso(),
+    ),
+    "proxgen_residual_schedule": lambda learning_rate: ro.proxgen(
+        learning_rate, regularizer=_group_lasso(),
+        solver=ro.pg_solver(residual_tol=lambda t: 1e-3 / t),
+    ),
+    "proximal_closure_statistics": lambda learning_rate: ro.regularized_proximal(
+        learning_rate, statistics=_closure_statistics(ro.adam_moments()),
+        regularizer=_group_lasso(), solver=ro.pg_solver(),
+    ),
+}
+ALL_FACTORIES = {**FACTORIES, **CLOSURE_FACTORIES}
+ALL_NAMES = sorted(ALL_FACTORIES)
+SCAN_STEPS = 5
+
+
+def _gradient_sequence():
+  """Params and ``SCAN_STEPS`` gradients stacked on a leading axis."""
+  params, grads = _problem()
+  gs = [grads(params, n) for n in range(SCAN_STEPS)]
+  return params, jax.tree.map(lambda *g: jnp.stack(g), *gs)
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_inject_hyperparams_traces_once_and_scans(name):
+  injected = optax.inject_hyperparams(ALL_FACTORIES[name])(learning_rate=LR)
+  traces = collections.Counter()
+
+  @jax.jit
+  def step(grads, state, params):
+    traces[name] += 1
+    updates, state = injected.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params, stacked = _gradient_sequence()
+  state = injected.init(params)
+  p, s = params, state
+  for n in range(SCAN_STEPS):
+    p, s = step(jax.tree.map(lambda g: g[n], stacked), s, p)
+  assert traces[name] == 1
+
+  def body(carry, grads):
+    return step(grads, *carry)[::-1], None
+
+  (s_scan, p_scan), _ = jax.jit(lambda c, g: lax.scan(body, c, g))(
+      (state, params), stacked
+  )
+  chex.assert_trees_all_close(p_scan, p, rtol=1e-5, atol=1e-6)
+  assert jax.tree.structure(s_scan) == jax.tree.structure(s)
+  assert not np.allclose(p["dense"], params["dense"])
+
+
+def _params_shaped_paths(state, params):
+  """Key paths of the state's leaves that sit in params-shaped subtrees."""
+  treedef = jax.tree.structure(params)
+  found = []
+
+  def visit(path, node):
+    if jax.tree.structure(node) == treedef:
+      found.extend(
+          jax.tree_util.keystr(path + p)
+          for p, _ in jax.tree_util.tree_flatten_with_path(node)[0]
+      )
+      return
+    children = jax.tree_util.tree_flatten_with_path(
+        node, is_leaf=lambda x: x is not node
+    )[0]
+    for p, child in children:
+      if child is not node and jax.tree.leaves(child):
+        visit(path + p, child)
+
+  visit((), state)
+  return found
+
+
+@pytest.mark.parametrize("name", ALL_NAMES)
+def test_tree_map_params_maps_the_params_shaped_buffers(name):
+  opt = ALL_FACTORIES[name](LR)
+  params, stacked = _gradient_sequence()
+  state = opt.init(params)
+  _, state = jax.jit(opt.update)(
+      jax.tree.map(lambda g: g[0], stacked), state, params
+  )
+  mapped = optax.tree_utils.tree_map_params(
+      opt, lambda p: p + 1, state,
+      transform_non_params=lambda x: x,
+  )
+  params_shaped = set(_params_shaped_paths(state, params))
+  assert params_shaped  # W⁰, V, U, θ̂ or the moments
+  before = dict(jax.tree_util.tree_flatten_with_path(state)[0])
+  after = jax.tree_util.tree_flatten_with_path(mapped)[0]
+  assert jax.tree.structure(mapped) == jax.tree.structure(state)
+  for path, leaf in after:
+    old = before[path]
+    expected = old + 1 if jax.tree_util.keystr(path) in params_shaped else old
+    np.testing.assert_array_equal(leaf, expected, err_msg=str(path))
+  # The per-leaf iteration counts are not params-shaped: left alone.
+  assert not any("inner_iters" in p for p in params_shaped)
+  # Shardings follow: a tree of params' shardings maps onto the state.
+  sharding = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+  shardings = optax.tree_utils.tree_map_params(
+      opt, lambda _: sharding, state,
+      transform_non_params=lambda _: None,
+  )
+  assert jax.tree.structure(
+      shardings, is_leaf=lambda x: x is None
+  ).num_leaves == len(jax.tree.leaves(state))
+
+
+def _nestings(opt):
+  """``opt`` inside optax's combinators, and how each reaches its params."""
+  groups = {"dense": "reg", "conv": "reg", "bias": "plain"}
+  return {
+      "chain": optax.chain(optax.clip_by_global_norm(1e3), opt),
+      "partition": optax.partition(
+          {"reg": opt, "plain": optax.sgd(0.0)}, groups
+      ),
+      "multisteps": optax.MultiSteps(opt, every_k_schedule=1),
+      "apply_if_finite": optax.apply_if_finite(opt, 3),
+  }
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_inspection_reads_every_optimizer_when_nested(name):
+  history = _plain_run(name, num_steps=2)
+  (params, state, _), (new_params, expected_state, g) = history[-2:]
+  plain_iters = jax.device_get(ro.inner_iterations(expected_state))
+  plain_theta = ro.subproblem_solution(expected_state, new_params)
+  # θ̂ is exactly group-sparse where the regularizer zeroes a group.
+  zero = ro.subproblem_zero_groups(expected_state, GROUPS, new_params)
+  assert zero["bias"] is None
+  for k in ("dense", "conv"):
+    np.testing.assert_array_equal(
+        zero[k], np.all(np.asarray(plain_theta[k]) == 0, axis=GROUPS[k])
+    )
+  for how, nested in _nestings(_optimizer(name)).items():
+    state = nested.init(history[0][0])
+    p = history[0][0]
+    for _, _, grads in history[1:]:
+      updates, state = jax.jit(nested.update)(grads, state, p)
+      p = optax.apply_updates(p, updates)
+    iters = jax.device_get(ro.inner_iterations(state))
+    theta = ro.subproblem_solution(state, p)
+    if how == "partition":
+      assert isinstance(iters["bias"], optax.MaskedNode)
+      assert theta["bias"] is p["bias"]  # filled from params
+      keys = ("dense", "conv")
+    else:
+      keys = ("dense", "conv", "bias")
+    for k in keys:
+      assert int(iters[k]) == int(plain_iters[k]), (how, k)
+      np.testing.assert_allclose(
+          theta[k], plain_theta[k], rtol=1e-5, atol=1e-6, err_msg=how
+      )

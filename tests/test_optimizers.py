@@ -1,5 +1,6 @@
 """RAMDA against the float64 NumPy reference, MADGRAD and optax wrappers."""
 
+import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -66,6 +67,59 @@ def test_trajectory_matches_numpy_reference(x64, momentum, restart_steps):
   assert 0 < float(ro.group_sparsity(reference.theta, GROUPS)) < 1
 
 
+class JitAndEagerTest(chex.TestCase):
+  """The update follows the reference jitted and run op by op alike."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_trajectory_matches_numpy_reference(self):
+    num_steps, restart_steps = 6, (3,)
+    init, grad_fn = quadratic(seed=3, num_steps=num_steps)
+    opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.3, GROUPS),
+                   restart_steps=restart_steps)
+    reference = ref.Ramda(init, 0.3, 0.9, strength=0.3, groups=GROUPS,
+                          restart_steps=restart_steps)
+    update = self.variant(opt.update)
+    with jax.enable_x64(True):
+      params = {k: jnp.asarray(v) for k, v in init.items()}
+      state = opt.init(params)
+      for n in range(num_steps):
+        grads = jax.tree.map(jnp.asarray, grad_fn(params, n))
+        updates, state = update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        expected = reference.step(grad_fn(reference.params, n))
+        chex.assert_trees_all_close(params, expected, rtol=1e-9, atol=1e-9)
+        iters = jax.device_get(ro.inner_iterations(state))
+        assert {k: int(iters[k]) for k in expected} == reference.iters, n
+    assert 0 < float(ro.group_sparsity(reference.theta, GROUPS)) < 1
+
+
+@pytest.mark.slow
+class JitAndEagerTest(chex.TestCase):
+  """The update follows the reference jitted and run op by op alike."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_trajectory_matches_numpy_reference(self):
+    num_steps, restart_steps = 6, (3,)
+    init, grad_fn = quadratic(seed=3, num_steps=num_steps)
+    opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.3, GROUPS),
+                   restart_steps=restart_steps)
+    reference = ref.Ramda(init, 0.3, 0.9, strength=0.3, groups=GROUPS,
+                          restart_steps=restart_steps)
+    update = self.variant(opt.update)
+    with jax.enable_x64(True):
+      params = {k: jnp.asarray(v) for k, v in init.items()}
+      state = opt.init(params)
+      for n in range(num_steps):
+        grads = jax.tree.map(jnp.asarray, grad_fn(params, n))
+        updates, state = update(grads, state, params)
+        params = optax.apply_updates(params, updates)
+        expected = reference.step(grad_fn(reference.params, n))
+        chex.assert_trees_all_close(params, expected, rtol=1e-9, atol=1e-9)
+        iters = jax.device_get(ro.inner_iterations(state))
+        assert {k: int(iters[k]) for k in expected} == reference.iters, n
+    assert 0 < float(ro.group_sparsity(reference.theta, GROUPS)) < 1
+
+
 @pytest.mark.parametrize("regularizer", [None, ro.group_lasso(0.0, GROUPS)])
 def test_unregularized_equals_optax_madgrad(regularizer):
   init, grad_fn = quadratic(seed=2, num_steps=NUM_STEPS)
@@ -107,8 +161,7 @@ def test_chain_after_clipping_equals_manual_clipping(x64):
         jax.tree.map(lambda g: g * scale, g2), s2, p2
     )
     p1, p2 = optax.apply_updates(p1, u1), optax.apply_updates(p2, u2)
-  for k in params:
-    np.testing.assert_allclose(p1[k], p2[k], rtol=1e-12, atol=1e-12)
+  chex.assert_trees_all_close(p1, p2, rtol=1e-12, atol=1e-12)
 
 
 def test_no_recompilation_and_inject_hyperparams_matches_plain(x64):
@@ -144,8 +197,7 @@ def test_no_recompilation_and_inject_hyperparams_matches_plain(x64):
     p2, s2 = step2(p2, s2, jax.tree.map(jnp.asarray, grad_fn(p2, n)))
   assert len(traces) == 2  # one trace per optimizer, none on later steps
   assert float(s1.hyperparams["learning_rate"]) == pytest.approx(float(lr(5)))
-  for k in params:
-    np.testing.assert_allclose(p1[k], p2[k], rtol=1e-12, atol=1e-12)
+  chex.assert_trees_all_close(p1, p2, rtol=1e-12, atol=1e-12)
   np.testing.assert_allclose(
       ro.subproblem_solution(s1, p1)["conv"],
       ro.subproblem_solution(s2, p2)["conv"], rtol=1e-12, atol=1e-12,
@@ -223,11 +275,26 @@ def test_momentum_zero_gives_params_equal_to_theta():
     np.testing.assert_array_equal(params[k] == 0, theta[k] == 0)
 
 
-def test_update_without_params_raises():
+@pytest.mark.parametrize(
+    "name", ["ramda", "rmda", "proxgen", "prox_ssi", "prox_sgd"]
+)
+def test_update_without_params_raises_naming_the_optimizer(name):
   params, _ = _params_and_grads()
-  opt = ro.ramda(0.1)
-  with pytest.raises(ValueError, match="params"):
+  opt = getattr(ro, name)(0.1)
+  with pytest.raises(ValueError, match=f"^{name} needs params"):
     opt.update(params, opt.init(params))
+
+
+def test_proximal_solution_needs_params():
+  params, grad_fn = _params_and_grads()
+  grads = jax.tree.map(jnp.asarray, grad_fn(params, 0))
+  opt = ro.proxgen(0.1, regularizer=ro.group_lasso(0.1, GROUPS))
+  updates, state = opt.update(grads, opt.init(params), params)
+  with pytest.raises(ValueError, match="pass params"):
+    ro.subproblem_solution(state)
+  new_params = optax.apply_updates(params, updates)
+  theta = ro.subproblem_solution(state, new_params)
+  assert all(theta[k] is new_params[k] for k in params)
 
 
 def test_subproblem_solution_without_ramda_state_raises():
@@ -287,7 +354,7 @@ def test_subproblem_zero_groups_is_theta_hats_pattern(x64):
   init, grad_fn = quadratic(seed=5, num_steps=20)
   opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.05, GROUPS))
   history, state = _run_library(opt, init, grad_fn, 20, jnp.float64)
-  zero = jax.jit(ro.subproblem_zero_groups)(state)
+  zero = jax.jit(lambda s: ro.subproblem_zero_groups(s, GROUPS))(state)
   theta = ro.subproblem_solution(state, history[-2][0])
   assert zero["bias"] is None
   for k in ("dense", "conv"):
