@@ -1,7 +1,21 @@
-"""Shared fixtures."""
+"""Shared fixtures and the hypothesis profiles."""
 
+import os
+
+import hypothesis
 import jax
 import pytest
+
+# "ci" (the default): 25 derandomized examples per property, the same on
+# every run, so CI never flakes. "thorough": 500 fresh random examples per
+# property, for a search before a release or after changing a solver:
+#   RAMDA_OPTAX_HYPOTHESIS_PROFILE=thorough pytest tests/test_properties.py
+hypothesis.settings.register_profile(
+    "ci", max_examples=25, deadline=None, derandomize=True)
+hypothesis.settings.register_profile(
+    "thorough", max_examples=500, deadline=None, print_blob=True)
+hypothesis.settings.load_profile(
+    os.environ.get("RAMDA_OPTAX_HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

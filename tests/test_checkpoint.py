@@ -1,8 +1,8 @@
 """Orbax checkpoints: a resumed run is bit-identical to an uninterrupted one."""
 
+import chex
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 import orbax.checkpoint as ocp
 import pytest
@@ -55,8 +55,7 @@ def test_resume_is_bit_identical_across_a_restart(tmp_path, kind):
   resumed = _run(fresh, restored["params"], restored["opt_state"], grad_fn,
                  SAVE_AT, NUM_STEPS)
 
-  for a, b in zip(jax.tree.leaves(expected), jax.tree.leaves(resumed)):
-    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  chex.assert_trees_all_equal(expected, resumed, strict=True)
   if kind != "proxgen":  # the run crossed the restart milestone
     inner = ro.subproblem_solution(resumed[1], resumed[0])
     assert 0 < float(ro.group_sparsity(inner, GROUPS)) < 1

@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 import ramda_optax as ro
 
@@ -30,6 +31,7 @@ def _minimiser(x, y, strength, iters=20000):
   return w
 
 
+@pytest.mark.slow
 def test_theta_hat_zero_pattern_settles_on_the_minimisers():
   x, y = _least_squares()
   target = np.all(_minimiser(x, y, STRENGTH) == 0, axis=1)

@@ -28,6 +28,7 @@ def test_notebook_matches_its_script(name):
       jupytext.read(NOTEBOOKS / f"{name}.py"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", NAMES)
 def test_notebook_runs(name):
   notebook = jupytext.read(NOTEBOOKS / f"{name}.py")

@@ -67,32 +67,6 @@ def test_trajectory_matches_numpy_reference(x64, momentum, restart_steps):
   assert 0 < float(ro.group_sparsity(reference.theta, GROUPS)) < 1
 
 
-class JitAndEagerTest(chex.TestCase):
-  """The update follows the reference jitted and run op by op alike."""
-
-  @chex.variants(with_jit=True, without_jit=True)
-  def test_trajectory_matches_numpy_reference(self):
-    num_steps, restart_steps = 6, (3,)
-    init, grad_fn = quadratic(seed=3, num_steps=num_steps)
-    opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.3, GROUPS),
-                   restart_steps=restart_steps)
-    reference = ref.Ramda(init, 0.3, 0.9, strength=0.3, groups=GROUPS,
-                          restart_steps=restart_steps)
-    update = self.variant(opt.update)
-    with jax.enable_x64(True):
-      params = {k: jnp.asarray(v) for k, v in init.items()}
-      state = opt.init(params)
-      for n in range(num_steps):
-        grads = jax.tree.map(jnp.asarray, grad_fn(params, n))
-        updates, state = update(grads, state, params)
-        params = optax.apply_updates(params, updates)
-        expected = reference.step(grad_fn(reference.params, n))
-        chex.assert_trees_all_close(params, expected, rtol=1e-9, atol=1e-9)
-        iters = jax.device_get(ro.inner_iterations(state))
-        assert {k: int(iters[k]) for k in expected} == reference.iters, n
-    assert 0 < float(ro.group_sparsity(reference.theta, GROUPS)) < 1
-
-
 @pytest.mark.slow
 class JitAndEagerTest(chex.TestCase):
   """The update follows the reference jitted and run op by op alike."""

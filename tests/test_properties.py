@@ -17,6 +17,7 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from hypothesis import event, example, given
 from hypothesis import strategies as st
 
@@ -146,6 +147,7 @@ def _group_solvers(shape, axes):
   return penalty, solve
 
 
+@pytest.mark.slow
 @given(_subproblems(), st.floats(0.5, 2.0))
 @example(_subproblem((3, 4, 2), (1,), 0, True, "zero"), 1.0)
 def test_group_solvers_optimality(problem, p_scalar):
@@ -305,6 +307,7 @@ def _nuclear(x):
   return float(np.sum(np.linalg.svd(matrix, compute_uv=False)))
 
 
+@pytest.mark.slow
 @given(_subproblems(), _strength_kinds, _strength_kinds, st.floats(0.5, 2.0))
 @example(_subproblem((3, 4, 2), (), 2, True, "zero"), "zero", "zero", 1.0)
 def test_nuclear_norm_prox_and_pg_optimality(problem, prox_kind, pg_kind,

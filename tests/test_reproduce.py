@@ -6,6 +6,8 @@ import math
 import shutil
 from pathlib import Path
 
+import pytest
+
 from benchmarks import reproduce
 from benchmarks import report
 from benchmarks.tasks import TASKS
@@ -21,6 +23,7 @@ def tiny_logreg_run(out: Path, page: Path, *flags: str) -> dict:
       "--report", str(page), *flags])
 
 
+@pytest.mark.slow
 def test_tiny_logreg_run_writes_json_png_and_table(tmp_path, monkeypatch):
   monkeypatch.setattr(reproduce, "README", tmp_path / "README.md")
   out, page = tmp_path / "results", tmp_path / "RESULTS.md"
@@ -54,6 +57,7 @@ def test_tiny_logreg_run_writes_json_png_and_table(tmp_path, monkeypatch):
   assert not (tmp_path / "README.md").exists()  # only with --update-readme
 
 
+@pytest.mark.slow
 def test_update_readme_rebuilds_the_results_block(tmp_path, monkeypatch):
   text = (ROOT / "README.md").read_text()
   readme = tmp_path / "README.md"
@@ -81,6 +85,7 @@ def test_results_page_is_generated_from_the_committed_json():
       ROOT / "benchmarks" / "RESULTS.md").read_text()
 
 
+@pytest.mark.slow
 def test_tiny_quick_run_trains_every_method_of_every_task(tmp_path):
   out = tmp_path / "results"
   results = reproduce.main([

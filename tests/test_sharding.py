@@ -9,7 +9,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 
+
+@pytest.mark.slow
 def test_sharded_training_matches_single_device():
   root = Path(__file__).resolve().parent.parent
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8",

@@ -72,6 +72,7 @@ def test_screening_is_sound(x64, shape, axes, seed):
   np.testing.assert_allclose(z, exact, atol=1e-7)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shape, axes", CASES)
 def test_objective_never_increases(x64, shape, axes):
   a, v, p, tau, z0 = _subproblem(shape, axes, seed=3)
