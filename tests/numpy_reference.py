@@ -1,4 +1,4 @@
-"""Independent float64 NumPy reference for RAMDA (Huang & Lee, NeurIPS 2024).
+"""Float64 NumPy reference for RAMDA (Huang & Lee, NeurIPS 2024) and its baselines.
 
 Numpy only; written for clarity, not speed.  Used by the tests of ramda_optax.
 
@@ -11,6 +11,76 @@ is its own group, i.e. plain ℓ1).  κ = τ √|g| is the per-group threshold.
 Sections 5-8 add the ℓ1 and nuclear-norm regularizers ("kinds"), closed-form
 and PG solvers for them, the condition-(7) stop rule, and the paper's
 baselines (RMDA, ProxGen, ProxSSI, ProxSGD).
+
+What agreement with this module shows
+-------------------------------------
+It is written from the same specification as the library (the paper), not
+from the library's code, group by group in NumPy.  Agreement to 1e-9
+and in iteration counts therefore catches slips of implementation (an index,
+a sign, a missing term, a schedule read at the wrong step), but not a
+misreading of the specification: where the paper leaves a choice open, this
+module makes the library's choice, and the tests that compare the two cannot
+tell whether that choice is right.  The shared choices:
+
+* Schedule indexing (Algorithm 1; App. A.1): the step taken after n steps
+  uses η(n), λ(n) and the momentum at n (a schedule is read at the count of
+  steps already taken, optax's convention); the paper's step t is n + 1.
+* Dual-averaging weights (Algorithm 1): s = η(n) √k, with k counting the
+  steps since the last restart; τ = α λ(n), α = Σ s since the last restart.
+* Restart indexing (App. A.1): a restart at step r takes effect at the step
+  with n = r: k, α, V (and U) are zeroed and W⁰ = W before that step adds its
+  gradient, and ε is multiplied by γ from that step on,
+  ε_n = ε γ^{#{r ≤ n}}.
+* Momentum ramp (App. A.1): the j-th step of the last stage (j = 1 at the
+  last milestone) averages with weight c_j = min(c √j, 1); the momentum
+  passed here is the decay 1 − c.
+* ε placement (Algorithm 1; the baselines' papers): RAMDA's P = ∛U + ε (not
+  ε added to the learning rate, as optax's MADGRAD does); ProxGen's
+  P = √(v/(1 − β₂ᵗ)) + ε; ProxSSI's ε on the raw √v, with the bias
+  correction in the step size.
+* Screening ties (Section 3, after Deleu & Bengio 2021): a group with
+  ‖P a − v‖ = τ √|g| exactly is screened (zero iff ≤).
+* The PG iteration (Algorithm 2): per-group step 1/max_{i∈g} P_i (one step
+  for the whole leaf with the nuclear norm, which is not screened), warm
+  start at the current W with the screened groups zeroed; without
+  regularization, a coordinate with P = 0 stays at the anchor.
+* The PG stopping rule of the experiments (App. A.1): tested after every
+  iteration from the second on, (Q_{j−1} − Q_j)/(|Q_j| + 1) < rtol with Q
+  summed over the non-screened groups only; max_iters caps the count.
+* Condition (7) (Section 3): tested from the first iteration; the residual
+  is sqrt(Σ_g (L_g + 1/η_g)² ‖z_j − z_{j−1}‖²_g) with L_g = max P over the
+  group (one constant per group, not one for the leaf); ε_t = ε₀ / t^0.51
+  with t the 1-based global step count (not reset at restarts); Q(z_j) over
+  every group (a screened group contributes Q at 0) against Q at the warm
+  start as given (its screened groups not zeroed).
+* Iteration counts: the iterations (or Newton passes) run, 0 when τ = 0 or
+  every group is screened.  Here a closed-form prox counts 1; the library
+  counts 1 for the scalar-metric prox of RMDA and ProxSGD but 0 for ℓ1,
+  whose closed form bypasses its solver, so the tests compare ℓ1 leaves'
+  values but pin the library's ℓ1 counts at 0.  ProxSSI's Newton passes are
+  not modelled (its counts are checked against its solution's zero groups).
+* The nuclear norm's matrix view: the leading axes flattened, the last kept.
+* ProxSGD's momentum: here the paper's weight m on the new gradient, the
+  library's the decay 1 − m.
+
+The oracles that share nothing with the library, and where they are used:
+
+* optax.contrib.madgrad: RAMDA with λ = 0 follows it to float32 rounding
+  (tests/test_optimizers.py, test_unregularized_equals_optax_madgrad).
+* Optimality conditions: the prox, screening and subproblem solutions
+  satisfy their KKT conditions on random shapes, groupings, strengths and
+  metrics (tests/test_properties.py, tests/test_regularizers.py), and so do
+  this module's solutions (tests/test_numpy_reference.py, condition (7)'s
+  distance bound included).
+* High-precision solves: exact_group_solution below (bisection on the group
+  radius to machine precision) is the target of PG run to convergence, of
+  the Newton solver and of screening (tests/test_solvers.py,
+  tests/test_regularizers.py, tests/test_numpy_reference.py); a NumPy
+  proximal-gradient solve of a least-squares group lasso gives the zero
+  pattern that θ̂ must identify (tests/test_identification.py).
+* Formulas written out by hand, step by step, for Adam, Hugging Face's
+  AdamW, MADGRAD's closed form, RMDA and ProxSGD
+  (tests/test_numpy_reference.py).
 """
 
 import numpy as np
@@ -208,12 +278,19 @@ class Ramda:
       k += 1;  s = η(n) √k;  α += s;  V += s g;  U += s g²
       ε_n = eps · eps_decay^{#{r ∈ restart_steps : r ≤ n}}
       P = ∛U + ε_n;  τ = α λ(n)
-      θ = W⁰ − V/P  (unregularized)  or  pg_solve(W⁰, V, P, τ, z0=W, axes)
+      θ = W⁰ − V/P                                      unregularized
+          pg_solve(W⁰, V, P, τ, z0=W, axes)              group (`groups`)
+          prox_solve(("l1",), W⁰, V, P, τ)               ℓ1 (elementwise closed form)
+          pg_solve_nuclear(W⁰, V, P, τ, z0=W, ...)       nuclear
       W ← momentum(n) W + (1 − momentum(n)) θ;   n += 1
+
+    Leaves are regularized through `groups` (name -> axes, group lasso) or
+    `kinds` (name -> kind, section 5 below); a leaf may not be in both.
     """
 
     def __init__(self, params, learning_rate, momentum, eps=1e-6, strength=0.0,
-                 groups=None, restart_steps=(), eps_decay=0.1, max_iters=100, rtol=1e-8):
+                 groups=None, restart_steps=(), eps_decay=0.1, max_iters=100, rtol=1e-8,
+                 kinds=None, nuclear_max_iters=5, nuclear_rtol=1e-3):
         self.params = {k: np.array(x, dtype=np.float64) for k, x in params.items()}
         self.learning_rate = _as_schedule(learning_rate)
         self.momentum = _as_schedule(momentum)
@@ -221,9 +298,16 @@ class Ramda:
         self.eps = eps
         self.eps_decay = eps_decay
         self.groups = dict(groups or {})
+        both = set(self.groups) & set(kinds or {})
+        if both:
+            raise ValueError(f"leaves given both groups and kinds: {sorted(both)}")
+        self.kinds = {k: kind for k, kind in _kinds(self.params, kinds).items()
+                      if kind is not None}
         self.restart_steps = tuple(restart_steps)
         self.max_iters = max_iters
         self.rtol = rtol
+        self.nuclear_max_iters = nuclear_max_iters
+        self.nuclear_rtol = nuclear_rtol
         # State.
         self.n = 0
         self.k = 0
@@ -256,10 +340,19 @@ class Ramda:
             self.U[name] = self.U[name] + s * g * g
             P = np.cbrt(self.U[name]) + eps_n
             axes = self.groups.get(name)
-            if axes is None:
-                theta[name], iters[name] = _unregularized_solution(self.W0[name], self.V[name], P), 0
-            else:
+            kind = self.kinds.get(name)
+            if axes is not None:
                 theta[name], iters[name] = pg_solve(self.W0[name], self.V[name], P, tau, W, axes,
+                                                    self.max_iters, self.rtol)
+            elif kind is None:
+                theta[name], iters[name] = _unregularized_solution(self.W0[name], self.V[name], P), 0
+            elif kind[0] == "l1":
+                theta[name], iters[name] = prox_solve(kind, self.W0[name], self.V[name], P, tau)
+            elif kind[0] == "nuclear":
+                theta[name], iters[name] = pg_solve_nuclear(
+                    self.W0[name], self.V[name], P, tau, W, self.nuclear_max_iters, self.nuclear_rtol)
+            else:
+                theta[name], iters[name] = pg_solve(self.W0[name], self.V[name], P, tau, W, kind[1],
                                                     self.max_iters, self.rtol)
             new_params[name] = beta * W + (1.0 - beta) * theta[name]
 

@@ -1,6 +1,12 @@
-"""Small problems shared by the tests: a Dense, a Conv and a bias leaf."""
+"""Small problems shared by the tests (a Dense, a Conv and a bias leaf), and
+a side-by-side run against the float64 reference."""
 
+import jax
+import jax.numpy as jnp
 import numpy as np
+import optax
+
+import ramda_optax as ro
 
 GROUPS = {"dense": (1,), "conv": (0, 1, 3), "bias": None}
 SHAPES = {"dense": (6, 4), "conv": (3, 3, 4, 5), "bias": (5,)}
@@ -36,3 +42,35 @@ def quadratic(seed: int = 0, noise: float = 0.3, num_steps: int = 60):
     }
 
   return init, grad_fn
+
+
+def follow(opt, reference, grad_fn, num_steps, iteration_leaves=()):
+  """Runs ``opt`` and a float64 reference optimizer side by side from the
+  reference's params (with x64 enabled): the params, and θ̂ where the
+  reference keeps one, to 1e-9, and the inner iteration counts of
+  ``iteration_leaves`` exactly, at every step.
+
+  Returns, per step, the library's counts (a dict) and the reference's params.
+  """
+  params = {k: jnp.asarray(v) for k, v in reference.params.items()}
+  state = opt.init(params)
+  step = jax.jit(opt.update)
+  history = []
+  for n in range(num_steps):
+    updates, state = step(jax.tree.map(jnp.asarray, grad_fn(params, n)), state,
+                          params)
+    params = optax.apply_updates(params, updates)
+    expected = reference.step(grad_fn(reference.params, n))
+    theta = getattr(reference, "theta", None)
+    solution = ro.subproblem_solution(state, params)
+    iters = jax.device_get(ro.inner_iterations(state))
+    for k in expected:
+      np.testing.assert_allclose(params[k], expected[k], rtol=1e-9, atol=1e-9,
+                                 err_msg=f"{k}@{n}")
+      if theta is not None:
+        np.testing.assert_allclose(solution[k], theta[k], rtol=1e-9,
+                                   atol=1e-9, err_msg=f"θ̂ {k}@{n}")
+    for k in iteration_leaves:
+      assert int(iters[k]) == reference.iters[k], (k, n)
+    history.append(({k: int(i) for k, i in iters.items()}, expected))
+  return history

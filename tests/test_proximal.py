@@ -1,4 +1,5 @@
-"""ProxGen, ProxSSI, ProxSGD and RMDA against the float64 NumPy reference."""
+"""ProxGen, ProxSSI, ProxSGD and RMDA against the float64 NumPy reference,
+and RAMDA and RMDA with ℓ1 and the nuclear norm."""
 
 import jax
 import jax.numpy as jnp
@@ -8,33 +9,19 @@ import pytest
 
 import ramda_optax as ro
 from tests import numpy_reference as ref
-from tests.problems import GROUPS, quadratic
+from tests.problems import GROUPS, follow, quadratic
 
 NUM_STEPS = 50
 KINDS = {k: None if a is None else ("group", a) for k, a in GROUPS.items()}
 
 
 def _compare(opt, reference, grad_fn, check_iters=True, num_steps=NUM_STEPS):
-  init = reference.params
-  params = {k: jnp.asarray(v) for k, v in init.items()}
-  state = opt.init(params)
-  step = jax.jit(opt.update)
-  total_iters = 0
-  for n in range(num_steps):
-    grads = {k: jnp.asarray(g) for k, g in grad_fn(params, n).items()}
-    updates, state = step(grads, state, params)
-    params = optax.apply_updates(params, updates)
-    expected = reference.step(grad_fn(reference.params, n))
-    iters = ro.inner_iterations(state)
-    for k in expected:
-      np.testing.assert_allclose(
-          params[k], expected[k], rtol=1e-9, atol=1e-9, err_msg=f"{k}@{n}")
-      if check_iters and GROUPS[k] is not None:
-        assert int(iters[k]) == reference.iters[k], (k, n)
-        total_iters += reference.iters[k]
-  structured = getattr(reference, "theta", params)  # θ̂ for dual averaging
+  leaves = [k for k, axes in GROUPS.items() if axes is not None]
+  history = follow(opt, reference, grad_fn, num_steps,
+                   leaves if check_iters else ())
+  structured = getattr(reference, "theta", reference.params)  # θ̂ for dual averaging
   assert 0 < float(ro.group_sparsity(structured, GROUPS)) < 1
-  return total_iters
+  return sum(iters[k] for iters, _ in history for k in leaves)
 
 
 def test_proxgen_matches_reference(x64):
@@ -100,6 +87,45 @@ def test_l1_and_nuclear_under_proxgen_match_reference(x64):
     else:
       sigma = np.linalg.svd(np.asarray(params["dense"]), compute_uv=False)
       assert 0 < np.sum(sigma < 1e-12) < len(sigma)
+
+
+@pytest.mark.parametrize("method", ["ramda", "rmda"])
+@pytest.mark.parametrize("kind", ["l1", "nuclear"])
+def test_dual_averaging_with_l1_and_nuclear_match_reference(x64, method, kind):
+  """RAMDA (nuclear: PG with max_iters 5, rtol 1e-3, as the paper) and RMDA
+  (closed-form prox) with ℓ1 and the nuclear norm on the dense and conv
+  leaves."""
+  num_steps = 20
+  init, grad_fn = quadratic(seed=31 if method == "ramda" else 32,
+                            num_steps=num_steps)
+  strength = {("ramda", "l1"): 0.05, ("ramda", "nuclear"): 1.0,
+              ("rmda", "l1"): 0.5, ("rmda", "nuclear"): 3.0}[method, kind]
+  mask = {"dense": True, "conv": True, "bias": False}
+  reg = (ro.l1 if kind == "l1" else ro.nuclear_norm)(strength, mask)
+  kinds = {"dense": (kind,), "conv": (kind,)}
+  if method == "ramda":
+    opt = ro.ramda(0.3, momentum=0.9, regularizer=reg,
+                   solver=ro.pg_solver(max_iters=5, rtol=1e-3))
+    reference = ref.Ramda(init, 0.3, 0.9, strength=strength, kinds=kinds)
+  else:
+    opt = ro.rmda(0.1, momentum=0.9, regularizer=reg)
+    reference = ref.Rmda(init, 0.1, 0.9, strength=strength, kinds=kinds)
+  # ℓ1's closed form bypasses the solver and counts no iteration (the
+  # reference counts a closed-form prox as one).
+  history = follow(opt, reference, grad_fn, num_steps,
+                   kinds if kind == "nuclear" else ())
+  counts = [iters[k] for iters, _ in history for k in kinds]
+  if kind == "l1":
+    assert set(counts) == {0}
+  if method == "ramda" and kind == "nuclear":
+    assert len(set(counts)) > 1  # the rtol rule stops before the cap at times
+  # θ̂ is structured, not entirely: exact zeros, or zero singular values.
+  if kind == "l1":
+    zeros = [np.mean(reference.theta[k] == 0) for k in kinds]
+  else:
+    zeros = [np.mean(np.linalg.svd(ref.matrix_view(reference.theta[k]),
+                                   compute_uv=False) < 1e-12) for k in kinds]
+  assert 0 < max(zeros) < 1 and min(zeros) < 1
 
 
 def test_ramda_with_l1_is_closed_form(x64):

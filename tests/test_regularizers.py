@@ -1,5 +1,6 @@
 """Group lasso: value, prox optimality, screening rule, layout."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -46,15 +47,56 @@ def test_prox_satisfies_optimality(x64, axes):
   assert seen_zero and seen_nonzero
 
 
-def test_screen_is_the_zero_condition_of_the_exact_solution(x64):
+@pytest.mark.parametrize("axes", [(1,), (0,), ()])
+def test_screen_is_the_zero_condition_of_the_exact_solution(x64, axes):
   rng = np.random.default_rng(2)
   a, v = rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
   p = rng.uniform(0.5, 2.0, size=(8, 3))
-  tau = 0.6
-  pen = ro.GroupNorm((1,), 3)
-  keep = np.asarray(pen.screen(jnp.asarray(p * a - v), jnp.asarray(tau)))[:, 0]
-  exact = ref.exact_group_solution(a, v, p, tau, (1,))
-  np.testing.assert_array_equal(keep, np.any(exact != 0, axis=1))
+  pen = ro.GroupNorm(axes, int(np.prod([a.shape[i] for i in axes])))
+  b = p * a - v
+  # τ midway between two neighbouring ‖b_g‖/√|g|: about half the groups are
+  # screened, none is at the boundary.
+  ratios = np.sort(np.sqrt(np.sum(b * b, axis=axes)).ravel()) / pen.weight
+  middle = len(ratios) // 2
+  tau = 0.5 * (ratios[middle - 1] + ratios[middle])
+  keep = np.asarray(pen.screen(jnp.asarray(b), jnp.asarray(tau)))
+  assert keep.shape == pen.block_shape(a.shape)
+  assert 0 < keep.sum() < keep.size
+  exact = ref.exact_group_solution(a, v, p, tau, axes)
+  np.testing.assert_array_equal(keep, np.any(exact != 0, axis=axes,
+                                             keepdims=True))
+
+
+def test_screen_ties_are_screened(x64):
+  """A group with ‖b_g‖ = τ√|g| exactly is zero at the optimum (zero iff
+  ‖b_g‖ ≤ τ√|g|, Deleu & Bengio 2021): screened, and no iteration spent on
+  it. The values are exact in floating point: ‖(1, 2, 2, 4)‖ = 5 = 2.5 √4."""
+  row = np.array([1.0, 2.0, 2.0, 4.0])
+  b = np.stack([row, 0.5 * row, 2.0 * row])  # at, below and above the tie
+  pen = ro.GroupNorm((1,), 4)
+  keep = np.asarray(pen.screen(jnp.asarray(b), jnp.asarray(2.5)))[:, 0]
+  np.testing.assert_array_equal(keep, [False, False, True])
+  z, _ = pen.prox(jnp.asarray(b), jnp.asarray(2.5))
+  np.testing.assert_array_equal(np.asarray(z)[:2], 0)
+  # ℓ1: |b_i| = τ is screened too.
+  l1 = ro.GroupNorm((), 1)
+  keep = np.asarray(l1.screen(jnp.asarray(row), jnp.asarray(2.0)))
+  np.testing.assert_array_equal(keep, [False, False, False, True])
+  # The solvers on Q with P = I, v = 0, a = b (so that P a − v = b): the
+  # group at the tie is zero; with every group at or below it, no iteration
+  # or Newton pass runs.
+  for rows in (2, 3):
+    a = b[:rows]
+    exact = ref.exact_group_solution(a, 0 * a, np.ones_like(a), 2.5, (1,))
+    _, iters_ref = ref.pg_solve(a, 0 * a, np.ones_like(a), 2.5, a, (1,))
+    for solver in (ro.pg_solver(), ro.exact_solver()):
+      solve = jax.jit(lambda a, solver=solver: solver.solve(
+          pen, ro.Subproblem(a, jnp.zeros_like(a), jnp.ones_like(a),
+                             jnp.asarray(2.5)), a, jnp.int32(1)))
+      z, iters = solve(jnp.asarray(a))
+      np.testing.assert_array_equal(np.asarray(z)[:2], 0)
+      np.testing.assert_allclose(z, exact, atol=1e-12)
+      assert (int(iters) == 0) == (rows == 2) == (iters_ref == 0)
 
 
 def test_layout_normalizes_axes_and_skips_masked_leaves():
