@@ -109,7 +109,7 @@ class PGSolver(NamedTuple):
       if callable(self.residual_tol):
         eps_t = self.residual_tol(count)
       else:
-        eps_t = self.residual_tol / count.astype(a.dtype) ** 0.51
+        eps_t = self.residual_tol / jnp.asarray(count, a.dtype) ** 0.51
       screened = jnp.logical_not(active)
       d0 = -a
       constant = jnp.sum(jnp.where(screened, v * d0 + 0.5 * p * d0 * d0, zero))

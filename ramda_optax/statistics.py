@@ -92,6 +92,14 @@ def zeros_like_params(params: optax.Params) -> optax.Updates:
   )
 
 
+def _one_buffer(params: optax.Params) -> tuple[optax.Updates]:
+  return (zeros_like_params(params),)
+
+
+def _two_buffers(params: optax.Params) -> tuple[optax.Updates, optax.Updates]:
+  return zeros_like_params(params), zeros_like_params(params)
+
+
 def _restarted(x: jax.Array, restart: jax.Array | bool) -> jax.Array:
   """``x``, or 0 on a restart."""
   return x if restart is False else jnp.where(restart, 0, x)
@@ -113,9 +121,6 @@ def cube_root(eps: float = 1e-6, eps_decay: float = 0.1) -> Statistics:
   _validation.check_range("eps", eps, 0.0)
   _validation.check_range("eps_decay", eps_decay, 0.0, 1.0, low_open=True)
 
-  def init(params):
-    return (zeros_like_params(params),)
-
   def update(grads, stats, step):
     (u,) = stats
     u = jax.tree.map(
@@ -128,7 +133,7 @@ def cube_root(eps: float = 1e-6, eps_decay: float = 0.1) -> Statistics:
     )
     return None, metric, (u,)
 
-  return Statistics(init, update, damping=eps, damping_decay=eps_decay)
+  return Statistics(_one_buffer, update, damping=eps, damping_decay=eps_decay)
 
 
 def sqrt_count() -> Statistics:
@@ -159,10 +164,6 @@ def _moments(b1, b2, grads, stats):
       lambda v, g: b2 * v + (1 - b2) * jnp.square(g.astype(v.dtype)), v, grads
   )
   return m, v
-
-
-def _two_moments(params):
-  return zeros_like_params(params), zeros_like_params(params)
 
 
 def _check_betas(b1: float, b2: float, eps: float) -> None:
@@ -199,7 +200,7 @@ def adam_moments(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Stati
     )
     return linear, metric, (m, v)
 
-  return Statistics(_two_moments, update, damping=eps)
+  return Statistics(_two_buffers, update, damping=eps)
 
 
 def adamw_step_moments(
@@ -237,7 +238,7 @@ def adamw_step_moments(
     )
     return linear, metric, (m, v)
 
-  return Statistics(_two_moments, update, damping=eps)
+  return Statistics(_two_buffers, update, damping=eps)
 
 
 def ema_momentum(momentum: float = 0.9) -> Statistics:
@@ -252,9 +253,6 @@ def ema_momentum(momentum: float = 0.9) -> Statistics:
   """
   _validation.check_range("momentum", momentum, 0.0, 1.0, high_open=True)
 
-  def init(params):
-    return (zeros_like_params(params),)
-
   def update(grads, stats, step):
     (b,) = stats
     b = jax.tree.map(
@@ -263,4 +261,4 @@ def ema_momentum(momentum: float = 0.9) -> Statistics:
     linear = jax.tree.map(lambda b: step.learning_rate.astype(b.dtype) * b, b)
     return linear, jnp.ones([], step.weight.dtype), (b,)
 
-  return Statistics(init, update)
+  return Statistics(_one_buffer, update)

@@ -214,14 +214,14 @@ def test_subproblem_solution_matches_reference_theta(x64):
   reference = ref.Ramda(init, 0.3, 0.9, strength=0.05, groups=GROUPS)
   for n in range(20):
     reference.step(grad_fn(reference.params, n))
-  # Warm-started where training warm-started (the params before the last
-  # step), the re-solve reproduces the step's θ̂.
+  # The state keeps the last step's θ̂ (params only fill leaves no state
+  # covers): the reference's θ̂ to float64 rounding.
   theta = ro.subproblem_solution(state, history[-2][0])
   for k in init:
     np.testing.assert_allclose(theta[k], reference.theta[k], rtol=1e-9, atol=1e-9)
-  # Warm-started at W⁰: same zero pattern (exact screening), values as close
-  # to the exact minimiser as 100 PG iterations get on this ill-conditioned
-  # metric.
+  # Without params, the same θ̂: the zero pattern of the exact minimiser
+  # (exact screening), values as close to it as the PG iterations get on
+  # this ill-conditioned metric.
   theta = ro.subproblem_solution(state)
   exact = {
       k: ref.exact_group_solution(
