@@ -1,4 +1,5 @@
-"""Markdown of the results: RESULTS.md and the README's results block."""
+"""The results as text: RESULTS.md, the README's results block and the
+terminal summary, each with the verdicts against the paper."""
 
 import json
 from pathlib import Path
@@ -6,7 +7,9 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.methods import DUAL_AVERAGING, LABELS, PROXIMAL
+from benchmarks import verdicts
+from benchmarks.methods import DUAL_AVERAGING, LABELS
+from benchmarks.tasks import TASKS
 
 README_BEGIN = "<!-- reproduce-all:begin -->"
 README_END = "<!-- reproduce-all:end -->"
@@ -24,26 +27,132 @@ def pm(mean_std: tuple[float, float], digits: int = 2) -> str:
   return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
-def ordering(result: dict[str, Any], higher_is_better: bool) -> str:
-  """Whether the best RAMDA/RMDA structure beats the best proximal
-  baseline's at a validation metric within 1 point (or 5% perplexity)."""
-  runs = result["runs"]
-  ours = [m for m in DUAL_AVERAGING if m in runs]
-  theirs = [m for m in PROXIMAL if m in runs]
-  if not ours or not theirs:
-    return ""
+def outcomes(result: dict[str, Any]) -> dict[str, verdicts.Outcome]:
+  """Each method's final metric and structure of W, over seeds."""
   metric = "val_" + result["metric"]
-  best = lambda methods: max(methods, key=lambda m: summary(runs[m], "structure_W")[0])
-  a, b = best(ours), best(theirs)
-  (sa, _), (sb, _) = summary(runs[a], "structure_W"), summary(runs[b], "structure_W")
-  (ma, _), (mb, _) = summary(runs[a], metric), summary(runs[b], metric)
-  close = ma >= mb - 1 if higher_is_better else ma <= 1.05 * mb
-  verdict = ("reproduced" if sa > sb + 1 and close else "not reproduced")
-  structure = result["structure"].replace("_", " ")
-  return (f"Ordering: {LABELS[a]} reaches {sa:.2f}% {structure} "
-          f"of W at {result['metric']} {ma:.2f}; the best proximal baseline, "
-          f"{LABELS[b]}, {sb:.2f}% at {mb:.2f}: the paper's ordering is "
-          f"**{verdict}** here.")
+  return {method: verdicts.Outcome(verdicts.Measure(*summary(runs, metric)),
+                                   verdicts.Measure(*summary(runs,
+                                                             "structure_W")))
+          for method, runs in result["runs"].items()}
+
+
+def paper_numbers(name: str, result: dict[str, Any]
+                  ) -> dict[str, tuple[float, float]]:
+  """The paper's (metric, structure) of the run's methods: the task's in
+  ``TASKS``, else those the JSON recorded."""
+  paper = TASKS[name].paper if name in TASKS else result.get("paper", {})
+  return {m: tuple(v) for m, v in paper.items() if m in result["runs"]}
+
+
+def task_verdict(name: str, result: dict[str, Any]) -> verdicts.TaskVerdict:
+  """The verdicts of one task of the results against the paper."""
+  task = TASKS.get(name)
+  return verdicts.task_verdict(
+      paper_numbers(name, result), outcomes(result), result["metric"],
+      task.no_counterpart if task else "")
+
+
+def values(pair: verdicts.Pair, quantity: str) -> tuple[str, str]:
+  """``paper a > b`` and ``run a < b`` of one quantity of a pair."""
+  index = 0 if quantity == "metric" else 1
+  sign = lambda a, b: ">" if a > b else "<" if a < b else "="
+  a, b = pair.paper[0][index], pair.paper[1][index]
+  x, y = (getattr(o, quantity).mean for o in pair.run)
+  return (f"{a:.2f} {sign(a, b)} {b:.2f}",
+          f"{x:.2f} {sign(round(x, 2), round(y, 2))} {y:.2f}")
+
+
+def describe(pair: verdicts.Pair, quantity: str) -> str:
+  """``A vs B (paper a > b, run a < b)`` for one quantity of a pair."""
+  paper, run = values(pair, quantity)
+  return (f"{LABELS[pair.first]} vs {LABELS[pair.second]} "
+          f"(paper {paper}, run {run})")
+
+
+def reversal_lines(verdict: verdicts.TaskVerdict, metric_name: str
+                   ) -> list[str]:
+  """One phrase per reversed order, structure first."""
+  quantities = {"structure": "structure", "metric": metric_name}
+  return [f"{quantities[quantity]} {describe(pair, quantity)}"
+          for quantity in ("structure", "metric")
+          for pair, q in verdicts.reversals(verdict) if q == quantity]
+
+
+def count_phrase(verdict: verdicts.TaskVerdict, quantity: str) -> str:
+  """``holds 7, reversed 1, tie within noise 2`` for one quantity."""
+  counts = verdicts.counts(verdict, quantity)
+  ordered = (verdicts.HOLDS, verdicts.REVERSED, verdicts.TIE,
+             verdicts.PAPER_TIE)
+  return ", ".join(f"{v} {counts[v]}" for v in ordered if v in counts) or "–"
+
+
+def matched_phrase(verdict: verdicts.TaskVerdict,
+                   run: dict[str, verdicts.Outcome], metric_name: str) -> str:
+  """Which methods are within matched accuracy and which are not."""
+  best = verdict.best
+  outside = ", ".join(f"{LABELS[m]} ({run[m].metric.mean:.2f})"
+                      for m in verdict.outside) or "none"
+  return (f"within {verdicts.MATCHED_WITHIN:g} point of the best "
+          f"{metric_name}, {LABELS[best]}'s {run[best].metric.mean:.2f}: "
+          f"{', '.join(LABELS[m] for m in verdict.matched)}; outside: "
+          f"{outside}")
+
+
+def run_order(run: dict[str, verdicts.Outcome], metric_name: str) -> str:
+  """The run's methods from best to worst by structure and by the metric
+  (``=`` between values equal to two decimals)."""
+
+  def chain(quantity: str, higher: bool) -> str:
+    methods = verdicts.ranking(run, quantity, higher)
+    value = lambda m: round(getattr(run[m], quantity).mean, 2)
+    text = f"{LABELS[methods[0]]} {value(methods[0]):.2f}"
+    for a, b in zip(methods, methods[1:]):
+      sign = "=" if value(a) == value(b) else ">" if higher else "<"
+      text += f" {sign} {LABELS[b]} {value(b):.2f}"
+    return text
+
+  higher = verdicts.higher_is_better(metric_name)
+  return (f"structure {chain('structure', True)}; {metric_name} "
+          f"{chain('metric', higher)}")
+
+
+def verdict_lines(name: str, result: dict[str, Any]) -> list[str]:
+  """Markdown of a task's verdicts: the pairwise table and the reversals,
+  or why there is no counterpart."""
+  verdict, run = task_verdict(name, result), outcomes(result)
+  metric = result["metric"]
+  if not verdict.pairs:
+    return [f"No counterpart in the paper, so no verdict: "
+            f"{verdict.no_counterpart}. The run's own order: "
+            f"{run_order(run, metric)}.", ""]
+  task = TASKS.get(name)
+  source = f" ({task.counterpart})" if task and task.counterpart else ""
+  no_pair = "no pair" if len(verdict.matched) < 2 else ""
+  bold = lambda v: f"**{v}**" if v == verdicts.REVERSED else v
+  lines = [
+      f"Against the paper{source}, pair by pair. Paper and run give the "
+      "first method's value, then the second's; the run's order is a tie "
+      "when its means differ by at most the sum of their standard "
+      f"deviations over seeds (or by less than {verdicts.RESOLUTION:g}). At "
+      f"matched {metric}: {matched_phrase(verdict, run, metric)}.", "",
+      f"| pair | paper structure | run structure | structure order | at "
+      f"matched {metric} | paper {metric} | run {metric} | {metric} order |",
+      "|---|---|---|---|---|---|---|---|"]
+  for pair in verdict.pairs:
+    paper_s, run_s = values(pair, "structure")
+    paper_m, run_m = values(pair, "metric")
+    matched = bold(pair.matched) if pair.matched else "– (outside)"
+    lines.append(
+        f"| {LABELS[pair.first]} vs {LABELS[pair.second]} | {paper_s} | "
+        f"{run_s} | {bold(pair.structure)} | {matched} | {paper_m} | "
+        f"{run_m} | {bold(pair.metric)} |")
+  reversed_ = reversal_lines(verdict, metric)
+  lines += ["", f"Structure: {count_phrase(verdict, 'structure')}; at "
+            f"matched {metric}: {no_pair or count_phrase(verdict, 'matched')}; "
+            f"{metric}: {count_phrase(verdict, 'metric')}. "
+            + (f"Reversed: {'; '.join(reversed_)}." if reversed_
+               else "Nothing reversed."), ""]
+  return lines
 
 
 def task_table(name: str, result: dict[str, Any]) -> list[str]:
@@ -56,7 +165,7 @@ def task_table(name: str, result: dict[str, Any]) -> list[str]:
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for method, runs in result["runs"].items():
     hyper = result["hyperparameters"][method]
-    paper = result["paper"].get(method)
+    paper = paper_numbers(name, result).get(method)
     cost = ""
     if cnn:
       finals = [run["final"] for run in runs.values()]
@@ -76,14 +185,16 @@ def task_table(name: str, result: dict[str, Any]) -> list[str]:
 
 
 def report_section(name: str, results: dict[str, Any],
-                   figures: str = "results") -> list[str]:
-  """Markdown for one JSON: a table per task, the ordering verdict, the
-  deviations and the figure (``figures``: their folder, from the page)."""
+                   figures: str = "results",
+                   folder: str = "benchmarks/results") -> list[str]:
+  """Markdown for one JSON: a table per task, the verdicts against the
+  paper, the deviations and the figure (``figures``: their folder, from the
+  page; ``folder``: the JSON's, from the repository root)."""
   lines = [f"### `{results['command']}`", "",
            f"Wall time {results['wall_time_s']:.0f} s "
            f"({results['wall_time_s'] / 60:.1f} min) on {results['platform']}"
            f", JAX {results['jax']}. Mean ± std over seeds; final epoch. "
-           f"JSON: `benchmarks/results/{name}.json`.", ""]
+           f"JSON: `{folder}/{name}.json`.", ""]
   for task, result in results["tasks"].items():
     hyper = next(iter(result["hyperparameters"].values()))
     lines += [f"#### {task}", "",
@@ -93,16 +204,19 @@ def report_section(name: str, results: dict[str, Any],
               f"{'characters' if task == 'transformer' else 'images'}, "
               f"milestones at steps {hyper['milestones']} (γ = 0.1), seeds "
               f"{result['seeds']}.", "", *task_table(task, result), ""]
-    check = ordering(result, result["metric"] == "accuracy")
-    lines += [check, ""] if check else []
+    lines += verdict_lines(task, result)
     lines += ["Deviations from the paper:", ""]
     lines += [f"- {d}" for d in result["deviations"]]
-    lines += ["", f"![{task}]({figures}/{name}_{task}.png)", ""]
+    figure = f"{figures}/{name}_{task}.png" if figures != "." else \
+        f"{name}_{task}.png"
+    lines += ["", f"![{task}]({figure})", ""]
   return lines
 
 
-def results_page(out: Path) -> str:
-  """RESULTS.md from every JSON in ``out``: ``all`` first, then ``quick``."""
+def results_page(out: Path, figures: str = "results",
+                 folder: str = "benchmarks/results") -> str:
+  """RESULTS.md from every JSON in ``out``: ``all`` first, then ``quick``
+  (``figures`` and ``folder`` as in ``report_section``)."""
   order = {"all": 0, "quick": 1}
   files = sorted(out.glob("*.json"), key=lambda p: (order.get(p.stem, 2), p.stem))
   lines = [
@@ -111,21 +225,67 @@ def results_page(out: Path) -> str:
       "small scale on a CPU: logistic regression with input-wise group lasso "
       "(the paper's Table 1 setting), the 7-layer MLP with the nuclear norm, "
       "a small CNN with channel-wise group lasso (with compaction) and a "
-      "2-layer character-level Transformer. It writes per-epoch curves, "
-      "final values and hyperparameters as JSON, a figure per task and "
-      "this file.", "",
+      "2-layer character-level Transformer. It prints a summary with the "
+      "verdicts against the paper and writes per-epoch curves, final values "
+      "and hyperparameters as JSON, a figure per task and a report like "
+      "this one, by default to `benchmarks/output/` (not tracked). "
+      "`--commit-results` writes to `benchmarks/results/` and rebuilds this "
+      "file; `--report-only` rebuilds the reports from the JSON already "
+      "there, without training.", "",
       "```bash",
       "python -m benchmarks.reproduce --quick  # every task, reduced",
       "python -m benchmarks.reproduce --all    # every task, full settings",
       "python -m benchmarks.reproduce --task logreg "
       "--methods ramda,rmda,proxgen,prox_ssi,prox_sgd --seeds 0,1,2",
+      "python -m benchmarks.reproduce --report-only --commit-results  "
+      "# this file, from benchmarks/results/*.json",
       "```", "",
       "For RAMDA and RMDA the tables give the sparsity of the final weights W "
       "and of the subproblem solution θ̂ (`subproblem_solution`). W equals θ̂ "
       "once the last stage has run ⌈1/c²⌉ steps; where the scaled-down "
-      "schedule is shorter, c is raised and the change is listed.", ""]
+      "schedule is shorter, c is raised and the change is listed.", "",
+      "Each task with a counterpart in the paper is checked against the "
+      "paper's numbers pair by pair: whether the paper's order of structure "
+      "and of accuracy (or perplexity) holds, is reversed, or is a tie "
+      "within the noise over seeds, and the structure order again among the "
+      "methods within 1 point of the best accuracy.", ""]
   for path in files:
-    lines += report_section(path.stem, json.loads(path.read_text()))
+    lines += report_section(path.stem, json.loads(path.read_text()),
+                            figures, folder)
+  return "\n".join(lines)
+
+
+def terminal_summary(results: dict[str, Any]) -> str:
+  """Plain text of one run for the terminal: per task and method the metric,
+  the structure and the paper's figures, then the verdict lines."""
+  lines = []
+  for name, result in results["tasks"].items():
+    metric, run = result["metric"], outcomes(result)
+    paper = paper_numbers(name, result)
+    verdict = task_verdict(name, result)
+    unit = " (%)" if verdicts.higher_is_better(metric) else ""
+    lines += [f"{name}: seeds {result['seeds']}",
+              f"  {'method':<9}{'val ' + metric + unit:>18}"
+              f"{result['structure'].replace('_', ' ') + ' (%)':>32}"
+              f"{'paper':>18}"]
+    for method, outcome in run.items():
+      reference = (f"{paper[method][0]:.2f} / {paper[method][1]:.2f}"
+                   if method in paper else "–")
+      lines.append(
+          f"  {LABELS[method]:<9}"
+          f"{pm((outcome.metric.mean, outcome.metric.std)):>18}"
+          f"{pm((outcome.structure.mean, outcome.structure.std)):>32}"
+          f"{reference:>18}")
+    if not verdict.pairs:
+      lines += [f"  no counterpart in the paper: {verdict.no_counterpart}",
+                f"  run's order: {run_order(run, metric)}"]
+    else:
+      lines += [f"  vs paper, structure: {count_phrase(verdict, 'structure')}"
+                f"; {metric}: {count_phrase(verdict, 'metric')}",
+                f"  matched {metric}: {matched_phrase(verdict, run, metric)}"]
+      lines += [f"  reversed: {line}"
+                for line in reversal_lines(verdict, metric)]
+    lines.append("")
   return "\n".join(lines)
 
 

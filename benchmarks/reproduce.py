@@ -13,16 +13,21 @@ records, every epoch, the validation accuracy (or perplexity) and the
 weighted group sparsity (or low-rank level) of the weights W and, for
 RAMDA/RMDA, of the subproblem solution θ̂.
 
-    python -m benchmarks.reproduce --quick   # every task, reduced (< 3 min)
+    python -m benchmarks.reproduce --quick   # every task, reduced (< 2 min)
     python -m benchmarks.reproduce --all     # every task, full settings
     python -m benchmarks.reproduce --task logreg \\
         --methods ramda,rmda,proxgen,prox_ssi,prox_sgd --seeds 0,1,2
 
-Writes ``<out>/<name>.json`` and ``<out>/<name>_<task>.png`` (``name`` is
-``quick``, ``all`` or the task names) and rebuilds ``--report``
-(benchmarks/RESULTS.md) from every JSON in ``<out>``. With
-``--update-readme``, it also rewrites the README's results block from
-``<out>/all.json``.
+Prints a summary (per task and method the metric, the structure and the
+paper's numbers, then the verdicts against the paper), writes
+``<out>/<name>.json`` and ``<out>/<name>_<task>.png`` (``name`` is ``quick``,
+``all`` or the task names) and rebuilds ``--report`` (``<out>/RESULTS.md``)
+from every JSON in ``<out>``. ``<out>`` is benchmarks/output/, which git
+ignores; ``--commit-results`` writes to the tracked benchmarks/results/ and
+benchmarks/RESULTS.md instead, and ``--update-readme`` also rewrites the
+README's results block from ``<out>/all.json``. ``--report-only`` rebuilds
+the reports and prints the summaries from the JSON already in ``<out>``,
+without training.
 """
 
 import argparse
@@ -45,7 +50,11 @@ from benchmarks.tasks import TASKS, Settings, Task
 from benchmarks.training import run_task
 
 HERE = Path(__file__).resolve().parent
-README = HERE.parent / "README.md"
+ROOT = HERE.parent
+README = ROOT / "README.md"
+OUTPUT = HERE / "output"
+RESULTS = HERE / "results"
+RESULTS_PAGE = HERE / "RESULTS.md"
 
 Plan = list[tuple[Task, list[str], tuple[int, ...], Settings]]
 
@@ -66,12 +75,72 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--train-size", type=int, default=None,
                       help="training images (characters for the transformer)")
-  parser.add_argument("--out", type=Path, default=HERE / "results")
-  parser.add_argument("--report", type=Path, default=HERE / "RESULTS.md")
+  parser.add_argument("--out", type=Path, default=None,
+                      help="folder of the JSON, figures and report "
+                      "(default: benchmarks/output, not tracked)")
+  parser.add_argument("--report", type=Path, default=None,
+                      help="the Markdown report (default: <out>/RESULTS.md)")
+  parser.add_argument("--commit-results", action="store_true",
+                      help="write to the tracked benchmarks/results/ and "
+                      "benchmarks/RESULTS.md")
   parser.add_argument("--update-readme", action="store_true",
                       help="rewrite the README's results block from "
-                      "<out>/all.json")
+                      "<out>/all.json (with --commit-results)")
+  parser.add_argument("--report-only", action="store_true",
+                      help="train nothing: rebuild the report (and the README "
+                      "block) from the JSON in <out> and print its summary")
   return parser.parse_args(argv)
+
+
+def destinations(args: argparse.Namespace) -> tuple[Path, Path]:
+  """The output folder and the report's path."""
+  if args.commit_results:
+    if args.out or args.report:
+      raise SystemExit("--commit-results writes to benchmarks/results/ and "
+                       "benchmarks/RESULTS.md: drop --out and --report")
+    return RESULTS, RESULTS_PAGE
+  if args.update_readme and not args.out:
+    raise SystemExit("--update-readme rewrites the README from the committed "
+                     "results: add --commit-results")
+  out = args.out or OUTPUT
+  return out, args.report or out / "RESULTS.md"
+
+
+def shown(path: Path) -> str:
+  """``path`` from the repository root when inside it, else in full."""
+  path = path.resolve()
+  return (path.relative_to(ROOT).as_posix() if path.is_relative_to(ROOT)
+          else str(path))
+
+
+def write_reports(out: Path, page: Path, update_readme: bool) -> None:
+  """The report from every JSON in ``out`` and, with ``update_readme``, the
+  README's results block from ``out/all.json``."""
+  page.parent.mkdir(parents=True, exist_ok=True)
+  figures = Path(os.path.relpath(out.resolve(), page.parent.resolve()))
+  page.write_text(report.results_page(out, figures.as_posix(), shown(out)))
+  if update_readme:
+    README.write_text(report.with_readme_block(
+        README.read_text(), report.readme_block(out)))
+
+
+def report_only(args: argparse.Namespace) -> dict[str, Any]:
+  """Rebuilds the reports from the JSON in the output folder and prints
+  their summaries; returns the results of every JSON by name."""
+  out, page = destinations(args)
+  files = sorted(out.glob("*.json"))
+  if not files:
+    raise SystemExit(f"--report-only: no JSON in {shown(out)}")
+  if args.update_readme and not (out / "all.json").exists():
+    raise SystemExit(f"--update-readme needs {shown(out / 'all.json')}")
+  everything = {path.stem: json.loads(path.read_text()) for path in files}
+  for name, results in everything.items():
+    print(f"== {shown(out / name)}.json: {results['command']}\n")
+    print(report.terminal_summary(results))
+  write_reports(out, page, args.update_readme)
+  print(f"Report: {shown(page)}"
+        + ("; README results block rewritten" if args.update_readme else ""))
+  return everything
 
 
 def ints(text: str | None, default: Sequence[int]) -> tuple[int, ...]:
@@ -99,13 +168,17 @@ def make_plan(args: argparse.Namespace, names: Sequence[str]) -> Plan:
 
 def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the tasks, writes the JSON, the figures and the report (and, with
-  ``--update-readme``, the README's results block); returns the results."""
+  ``--update-readme``, the README's results block), prints the summary and
+  where the files went; returns the results."""
   args = parse_args(argv)
+  if args.report_only:
+    return report_only(args)
+  out, page = destinations(args)
   names = list(TASKS) if args.quick or args.all else args.task.split(",")
   name = "quick" if args.quick else "all" if args.all else "_".join(names)
   plan = make_plan(args, names)
-  if args.update_readme and not (args.all or (args.out / "all.json").exists()):
-    raise SystemExit(f"--update-readme needs {args.out / 'all.json'}")
+  if args.update_readme and not (args.all or (out / "all.json").exists()):
+    raise SystemExit(f"--update-readme needs {shown(out / 'all.json')}")
   start = time.perf_counter()
   total = sum(len(m) * len(s) * st.epochs for _, m, s, st in plan)
   results = {"command": " ".join(["python -m benchmarks.reproduce",
@@ -124,14 +197,19 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
       results["tasks"][task.name] = run_task(task, methods, seeds, settings,
                                              progress)
   results["wall_time_s"] = time.perf_counter() - start
-  args.out.mkdir(parents=True, exist_ok=True)
-  (args.out / f"{name}.json").write_text(json.dumps(results, indent=1))
+  out.mkdir(parents=True, exist_ok=True)
+  (out / f"{name}.json").write_text(json.dumps(results, indent=1))
   for task_name, result in results["tasks"].items():
-    plots.plot_task(task_name, result, args.out / f"{name}_{task_name}.png")
-  args.report.write_text(report.results_page(args.out))
-  if args.update_readme:
-    README.write_text(report.with_readme_block(
-        README.read_text(), report.readme_block(args.out)))
+    plots.plot_task(task_name, result, out / f"{name}_{task_name}.png")
+  write_reports(out, page, args.update_readme)
+  print(f"\n{report.terminal_summary(results)}")
+  if args.quick:
+    print("--quick trains a few epochs on part of the data, far from the "
+          "paper's settings, so its verdicts say little; the full run's are "
+          "in benchmarks/RESULTS.md.")
+  print(f"{results['wall_time_s']:.0f} s. JSON: {shown(out / name)}.json; "
+        f"figures: {shown(out / name)}_<task>.png; report: {shown(page)}"
+        + ("; README results block rewritten" if args.update_readme else ""))
   return results
 
 

@@ -1,9 +1,12 @@
 """Smoke test of benchmarks.reproduce: a tiny run writes JSON, PNG and
-the results table."""
+the results table to an untracked folder, prints a summary, and the
+committed reports are generated from the committed JSON."""
 
+import hashlib
 import json
 import math
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -14,6 +17,21 @@ from benchmarks.tasks import TASKS
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+
+
+def git(*args: str) -> subprocess.CompletedProcess:
+  return subprocess.run(["git", *args], cwd=ROOT, capture_output=True,
+                        text=True, check=False)
+
+
+def tracked_files() -> dict[str, str]:
+  """The hash of every tracked file the reproduction could write."""
+  listed = git("ls-files", "benchmarks", "README.md")
+  if listed.returncode:
+    pytest.skip("not a git checkout")
+  paths = [ROOT / p for p in listed.stdout.split()]
+  return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
+          for p in paths if p.is_file()}
 
 
 def tiny_logreg_run(out: Path, page: Path, *flags: str) -> dict:
@@ -85,12 +103,50 @@ def test_results_page_is_generated_from_the_committed_json():
       ROOT / "benchmarks" / "RESULTS.md").read_text()
 
 
+def test_report_only_rebuilds_the_reports_without_training(tmp_path, capsys):
+  shutil.copy(RESULTS / "all.json", tmp_path)
+  loaded = reproduce.main(["--report-only", "--out", str(tmp_path)])
+  assert set(loaded) == {"all"}
+  page = (tmp_path / "RESULTS.md").read_text()
+  assert page == report.results_page(tmp_path, ".", str(tmp_path.resolve()))
+  assert "![mlp](all_mlp.png)" in page
+  printed = capsys.readouterr().out
+  assert "reversed: structure RMDA vs RAMDA" in printed
+  assert "no counterpart in the paper" in printed
+
+
+def test_the_default_output_is_ignored_and_committing_is_explicit():
+  assert reproduce.OUTPUT == ROOT / "benchmarks" / "output"
+  args = reproduce.parse_args(["--quick"])
+  assert reproduce.destinations(args) == (
+      reproduce.OUTPUT, reproduce.OUTPUT / "RESULTS.md")
+  args = reproduce.parse_args(["--all", "--commit-results"])
+  assert reproduce.destinations(args) == (RESULTS,
+                                          ROOT / "benchmarks" / "RESULTS.md")
+  for flags in (["--commit-results", "--out", "x"], ["--update-readme"]):
+    with pytest.raises(SystemExit):
+      reproduce.destinations(reproduce.parse_args(flags))
+  if git("rev-parse").returncode:
+    pytest.skip("not a git checkout")
+  assert git("check-ignore", "-q", "benchmarks/output/quick.json"
+             ).returncode == 0
+
+
 @pytest.mark.slow
-def test_tiny_quick_run_trains_every_method_of_every_task(tmp_path):
-  out = tmp_path / "results"
-  results = reproduce.main([
-      "--quick", "--epochs", "1", "--train-size", "256", "--out", str(out),
-      "--report", str(tmp_path / "RESULTS.md")])
+def test_tiny_quick_run_trains_every_method_of_every_task(
+    tmp_path, monkeypatch, capsys):
+  out = tmp_path / "output"
+  monkeypatch.setattr(reproduce, "OUTPUT", out)
+  before = tracked_files()
+  results = reproduce.main(["--quick", "--epochs", "1", "--train-size", "256"])
+  assert tracked_files() == before
+  assert (out / "quick.json").exists() and (out / "RESULTS.md").exists()
+  printed = capsys.readouterr().out
+  for name in TASKS:
+    assert f"\n{name}: seeds [0]" in printed
+  assert "vs paper, structure:" in printed and "91.35 / 57.40" in printed
+  assert "no counterpart in the paper" in printed
+  assert f"JSON: {out.resolve() / 'quick.json'}" in printed
   assert set(results["tasks"]) == set(TASKS)
   for name, task in TASKS.items():
     runs = results["tasks"][name]["runs"]
