@@ -111,3 +111,71 @@ def mlp1m_shapes() -> tuple[dict, dict]:
             for i, (a, b) in enumerate(zip(widths, widths[1:]))}
   groups = {k: {"kernel": (1,), "bias": None} for k in shapes}
   return shapes, groups
+
+
+def batch_norm(train: bool) -> nn.BatchNorm:
+  """BatchNorm with PyTorch's defaults (running-average momentum 0.1,
+  ε = 1e-5): batch statistics in training, running averages otherwise."""
+  return nn.BatchNorm(use_running_average=not train, momentum=0.9,
+                      epsilon=1e-5)
+
+
+class VGG19BN(nn.Module):
+  """VGG19 with BatchNorm for 32×32 images: the VGG19 configuration of 3×3
+  convolutions, each followed by BatchNorm and ReLU, with 2×2 max pools, and
+  a single Dense(512 → classes) head. The convolutions have no bias, which
+  the BatchNorm after them would cancel."""
+
+  classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    for width in VGG19:
+      if width == "M":
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))
+      else:
+        x = nn.Conv(width, (3, 3), padding=1, use_bias=False)(x)
+        x = nn.relu(batch_norm(train)(x))
+    return nn.Dense(self.classes)(x.reshape(x.shape[0], -1))
+
+
+class Bottleneck(nn.Module):
+  """ResNet's bottleneck: 1×1, 3×3 (with the stride), 1×1 to 4 × planes,
+  BatchNorm after each; a 1×1 projection on the shortcut where the shape
+  changes."""
+
+  planes: int
+  stride: int = 1
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    out = 4 * self.planes
+    y = nn.Conv(self.planes, (1, 1), use_bias=False)(x)
+    y = nn.relu(batch_norm(train)(y))
+    y = nn.Conv(self.planes, (3, 3), self.stride, padding=1, use_bias=False)(y)
+    y = nn.relu(batch_norm(train)(y))
+    y = batch_norm(train)(nn.Conv(out, (1, 1), use_bias=False)(y))
+    if self.stride != 1 or x.shape[-1] != out:
+      x = nn.Conv(out, (1, 1), self.stride, use_bias=False)(x)
+      x = batch_norm(train)(x)
+    return nn.relu(x + y)
+
+
+class ResNet50(nn.Module):
+  """ResNet50 adapted to 32×32 images as is common for CIFAR: a 3×3 stride-1
+  stem convolution without max pool, bottleneck stages [3, 4, 6, 3] of
+  widths 64-512 (strides 1, 2, 2, 2), global average pool, Dense(2048 →
+  classes)."""
+
+  classes: int = 10
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    x = nn.Conv(64, (3, 3), padding=1, use_bias=False)(x)
+    x = nn.relu(batch_norm(train)(x))
+    for stage, (blocks, planes) in enumerate(zip((3, 4, 6, 3),
+                                                 (64, 128, 256, 512))):
+      for block in range(blocks):
+        stride = 2 if stage > 0 and block == 0 else 1
+        x = Bottleneck(planes, stride)(x, train)
+    return nn.Dense(self.classes)(jnp.mean(x, axis=(1, 2)))

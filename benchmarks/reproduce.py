@@ -8,6 +8,10 @@ except the transformer, which models characters of Python's own source:
   cnn          a small CNN, channel-/input-wise group lasso, then compaction
   transformer  a 2-layer character-level Transformer, input-wise group lasso
 
+``--task vgg19_cifar10`` (also ``vgg19_cifar100``, ``resnet50_cifar10``,
+``resnet50_cifar100``) forwards the whole command line to
+:mod:`benchmarks.full_scale`, the paper's CIFAR experiments at full scale.
+
 Each run trains the chosen methods with the paper's stage-wise schedule and
 records, every epoch, the validation accuracy (or perplexity) and the
 weighted group sparsity (or low-rank level) of the weights W and, for
@@ -44,6 +48,7 @@ from typing import Any
 import jax
 from tqdm import tqdm
 
+from benchmarks import full_scale
 from benchmarks import plots
 from benchmarks import report
 from benchmarks.tasks import TASKS, Settings, Task
@@ -75,6 +80,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   parser.add_argument("--epochs", type=int, default=None)
   parser.add_argument("--train-size", type=int, default=None,
                       help="training images (characters for the transformer)")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="stop each run after this many steps in all, for "
+                      "smoke runs (the schedule stays that of --epochs)")
   parser.add_argument("--out", type=Path, default=None,
                       help="folder of the JSON, figures and report "
                       "(default: benchmarks/output, not tracked)")
@@ -156,7 +164,8 @@ def make_plan(args: argparse.Namespace, names: Sequence[str]) -> Plan:
     settings = task.quick if args.quick else task.full
     settings = dataclasses.replace(
         settings, epochs=args.epochs or settings.epochs,
-        train_size=args.train_size or settings.train_size)
+        train_size=args.train_size or settings.train_size,
+        max_steps=args.steps)
     methods = [m for m in task.hyper if m in (requested or task.hyper)]
     if not methods:
       raise SystemExit(f"{task.name}: none of {requested} applies; choose "
@@ -170,6 +179,8 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   """Runs the tasks, writes the JSON, the figures and the report (and, with
   ``--update-readme``, the README's results block), prints the summary and
   where the files went; returns the results."""
+  if full_scale.requested(sys.argv[1:] if argv is None else argv):
+    return full_scale.main(argv)
   args = parse_args(argv)
   if args.report_only:
     return report_only(args)

@@ -16,12 +16,15 @@ from benchmarks.models import CNN, MLP, CharTransformer, LogReg
 @dataclasses.dataclass(frozen=True)
 class Settings:
   """Training length. ``train_size`` caps the training examples (None: all);
-  ``steps`` fixes the steps of an epoch (None: one pass over the data)."""
+  ``steps`` fixes the steps of an epoch (None: one pass over the data);
+  ``max_steps`` stops training after that many steps in all, under the
+  schedule of the whole length (None: no cap)."""
 
   epochs: int
   batch_size: int
   train_size: int | None = None
   steps: int | None = None
+  max_steps: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -43,13 +43,23 @@ def make_optimizer(task: Task, method: str, hyper: dict[str, float],
                    milestones: list[int],
                    params: optax.Params) -> optax.GradientTransformation:
   """``method`` with the task's regularizer under the stage-wise schedule."""
-  lr = hyper["learning_rate"]
   if task.structure_name == "low_rank_level":
     regularizer = ro.nuclear_norm(task.strength, kernel_mask)
     solver = ro.pg_solver(max_iters=5, rtol=1e-3)
   else:
     regularizer = ro.group_lasso(task.strength, ro.groups.structured(params))
     solver = None
+  return build_optimizer(method, hyper, milestones, regularizer, solver)
+
+
+def build_optimizer(method: str, hyper: dict[str, float],
+                    milestones: list[int], regularizer: ro.Regularizer,
+                    solver: ro.PGSolver | None = None
+                    ) -> optax.GradientTransformation:
+  """``method`` with ``regularizer`` (the unregularized methods ignore it)
+  under the stage-wise schedule; ``"sgd"`` is momentum SGD (0.9) with
+  weight decay ``hyper["weight_decay"]``."""
+  lr = hyper["learning_rate"]
   if method == "ramda":
     return ro.ramda(**ro.stagewise_schedule(lr, hyper["c"], milestones),
                     regularizer=regularizer, solver=solver)
@@ -67,6 +77,9 @@ def make_optimizer(task: Task, method: str, hyper: dict[str, float],
       "adam": lambda: optax.adam(schedule),
       "madgrad": lambda: optax.contrib.madgrad(schedule),
       "adamw": lambda: optax.adamw(schedule),
+      "sgd": lambda: optax.chain(
+          optax.add_decayed_weights(hyper["weight_decay"]),
+          optax.sgd(schedule, momentum=0.9)),
   }
   return builders[method]()
 
@@ -98,6 +111,7 @@ def train_method(task: Task, method: str, seeds: Sequence[int],
   hyperparameters used and one record per seed."""
   steps = settings.steps or arrays.train_x.shape[0] // settings.batch_size
   total = steps * settings.epochs
+  capped = min(total, settings.max_steps or total)  # the schedule stays total's
   milestones = milestone_steps(task.milestones, total)
   hyper = dict(task.hyper[method])
   if method in DUAL_AVERAGING:
@@ -132,11 +146,11 @@ def train_method(task: Task, method: str, seeds: Sequence[int],
     opt_state = optimizer.init(jax.tree.map(jnp.copy, params))
     history = {"train_loss": [], "val_" + task.metric_name: [],
                "structure_W": [], "structure_theta": []}
-    for _ in range(settings.epochs):
+    for epoch in range(math.ceil(capped / steps)):
       key, epoch_key = jax.random.split(key)
       losses = []
-      for index in np.asarray(
-          task.batches(epoch_key, arrays, steps, settings.batch_size)):
+      batches = task.batches(epoch_key, arrays, steps, settings.batch_size)
+      for index in np.asarray(batches)[:capped - epoch * steps]:
         params, opt_state, loss = step(params, opt_state, arrays, index)
         losses.append(loss)
       values = (jnp.mean(jnp.stack(losses)),
@@ -152,6 +166,7 @@ def train_method(task: Task, method: str, seeds: Sequence[int],
     records[str(seed)] = record
   used = {**hyper, "strength": task.strength, "batch_size": settings.batch_size,
           "epochs": settings.epochs, "steps_per_epoch": steps,
+          "max_steps": settings.max_steps,
           "milestones": milestones, "gamma": 0.1,
           "train_size": int(arrays.train_x.shape[0])}
   return used, records
