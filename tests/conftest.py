@@ -18,6 +18,21 @@ hypothesis.settings.load_profile(
     os.environ.get("RAMDA_OPTAX_HYPOTHESIS_PROFILE", "ci"))
 
 
+def pytest_addoption(parser):
+  parser.addoption("--run-slow", action="store_true",
+                   help="also run the tests marked slow (CI does)")
+
+
+def pytest_collection_modifyitems(config, items):
+  """Skips the slow tests unless --run-slow or a -m expression asks."""
+  if config.getoption("--run-slow") or config.getoption("markexpr"):
+    return
+  skip = pytest.mark.skip(reason="slow: run with --run-slow")
+  for item in items:
+    if item.get_closest_marker("slow"):
+      item.add_marker(skip)
+
+
 @pytest.fixture
 def x64():
   """Runs a test with 64-bit floats enabled (``jax_enable_x64``)."""
