@@ -21,16 +21,28 @@ hypothesis.settings.load_profile(
 def pytest_addoption(parser):
   parser.addoption("--run-slow", action="store_true",
                    help="also run the tests marked slow (CI does)")
+  parser.addoption("--run-full-scale", action="store_true",
+                   help="also run the full-scale networks' smoke runs")
 
 
 def pytest_collection_modifyitems(config, items):
-  """Skips the slow tests unless --run-slow or a -m expression asks."""
-  if config.getoption("--run-slow") or config.getoption("markexpr"):
-    return
-  skip = pytest.mark.skip(reason="slow: run with --run-slow")
-  for item in items:
-    if item.get_closest_marker("slow"):
-      item.add_marker(skip)
+  """Skips the slow tests unless --run-slow or a -m expression asks, and the
+  full-scale smoke runs (minutes of compiling on a CPU) unless
+  --run-full-scale or a -m expression naming them asks."""
+  markexpr = config.getoption("markexpr")
+  tiers = {
+      "slow": config.getoption("--run-slow") or bool(markexpr),
+      "full_scale": config.getoption("--run-full-scale")
+      or "full_scale" in markexpr,
+  }
+  for marker, selected in tiers.items():
+    flag = f"--run-{marker.replace('_', '-')}"
+    if selected:
+      continue
+    skip = pytest.mark.skip(reason=f"{marker}: run with {flag}")
+    for item in items:
+      if item.get_closest_marker(marker):
+        item.add_marker(skip)
 
 
 @pytest.fixture

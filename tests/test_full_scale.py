@@ -235,6 +235,7 @@ def check_run(results: dict, out: Path, printed: str, task: str, method: str,
 
 
 @pytest.mark.slow
+@pytest.mark.full_scale
 @pytest.mark.parametrize("task,method", [
     ("vgg19_cifar100", "adam"), ("resnet50_cifar10", "prox_sgd"),
     ("resnet50_cifar100", "sgd")])
@@ -244,6 +245,7 @@ def test_smoke_run(data_dir, tmp_path, capsys, task, method):
 
 
 @pytest.mark.slow
+@pytest.mark.full_scale
 def test_smoke_run_and_resume_continue_bit_for_bit(data_dir, tmp_path,
                                                     capsys):
   # Stopped after step 1, in the middle of the first epoch; resumed, it
