@@ -701,10 +701,14 @@ def test_tree_map_params_maps_the_params_shaped_buffers(name):
   ).num_leaves == len(jax.tree.leaves(state))
 
 
-def _nestings(opt):
-  """``opt`` inside optax's combinators, and how each reaches its params."""
+def _nestings(name):
+  """Optimizer ``name`` inside optax's combinators."""
+  opt = _optimizer(name)
   groups = {"dense": "reg", "conv": "reg", "bias": "plain"}
   return {
+      "inject_hyperparams": optax.inject_hyperparams(FACTORIES[name])(
+          learning_rate=LR
+      ),
       "chain": optax.chain(optax.clip_by_global_norm(1e3), opt),
       "partition": optax.partition(
           {"reg": opt, "plain": optax.sgd(0.0)}, groups
@@ -727,7 +731,7 @@ def test_inspection_reads_every_optimizer_when_nested(name):
     np.testing.assert_array_equal(
         zero[k], np.all(np.asarray(plain_theta[k]) == 0, axis=GROUPS[k])
     )
-  for how, nested in _nestings(_optimizer(name)).items():
+  for how, nested in _nestings(name).items():
     state = nested.init(history[0][0])
     p = history[0][0]
     for _, _, grads in history[1:]:
