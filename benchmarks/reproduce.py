@@ -17,7 +17,7 @@ records, every epoch, the validation accuracy (or perplexity) and the
 weighted group sparsity (or low-rank level) of the weights W and, for
 RAMDA/RMDA, of the subproblem solution θ̂.
 
-    python -m benchmarks.reproduce --quick   # every task, reduced (1–2 min)
+    python -m benchmarks.reproduce --quick   # every task, reduced (3.4–8.4 min measured, cores busy)
     python -m benchmarks.reproduce --all     # every task, full settings
     python -m benchmarks.reproduce --task logreg \\
         --methods ramda,rmda,proxgen,prox_ssi,prox_sgd --seeds 0,1,2

@@ -28,7 +28,7 @@ def tracked_files() -> dict[str, str]:
   """The hash of every tracked file the reproduction could write."""
   listed = git("ls-files", "benchmarks", "README.md")
   if listed.returncode:
-    pytest.skip("not a git checkout")
+    pytest.skip("checking that tracked files stay unchanged needs a git checkout (this copy has no .git)")
   paths = [ROOT / p for p in listed.stdout.split()]
   return {str(p): hashlib.sha256(p.read_bytes()).hexdigest()
           for p in paths if p.is_file()}
@@ -127,7 +127,7 @@ def test_the_default_output_is_ignored_and_committing_is_explicit():
     with pytest.raises(SystemExit):
       reproduce.destinations(reproduce.parse_args(flags))
   if git("rev-parse").returncode:
-    pytest.skip("not a git checkout")
+    pytest.skip("checking that tracked files stay unchanged needs a git checkout (this copy has no .git)")
   assert git("check-ignore", "-q", "benchmarks/output/quick.json"
              ).returncode == 0
 
