@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 
 def safe_divide(x: jax.Array, y: jax.Array) -> jax.Array:
@@ -11,7 +12,33 @@ def safe_divide(x: jax.Array, y: jax.Array) -> jax.Array:
   return jnp.where(positive, x / jnp.where(positive, y, 1), 0)
 
 
+# Per float type: the integer type of its bits, the bias constant of the
+# seed (bits(x)/3 + constant ≈ bits(∛x)), and the Newton steps that take the
+# seed's relative error of about 3% to the type's resolution. Measured over
+# normal floats from 1e-37 to 1e37: 1.2e-6 for float32 (exp(log(x)/3) gives
+# 2.6e-6), 6.7e-16 for float64.
+_CBRT = {
+    jnp.dtype(jnp.float32): (jnp.int32, 0x2A51067F, 2),
+    jnp.dtype(jnp.float64): (jnp.int64, 0x2A9F76253119D328, 4),
+}
+
+
 def cbrt(x: jax.Array) -> jax.Array:
-  """∛x for x >= 0, as exp(log(x)/3) (several times faster than
-  ``jnp.cbrt`` on XLA:CPU; exact 0 at 0)."""
-  return jnp.exp(jnp.log(x) / 3)
+  """∛x for x >= 0 (0 at 0, ∞ at ∞).
+
+  A seed from the float's bits divided by 3, then Newton steps
+  y ← y − (y − x/y²)/3: at the speed of a copy on XLA:CPU, where
+  exp(log(x)/3) takes 1.6 times as long and ``jnp.cbrt`` 5 times
+  (20M float32 values). Other float types are computed in float32.
+  """
+  dtype = jnp.dtype(x.dtype)
+  if dtype not in _CBRT:
+    return cbrt(x.astype(jnp.float32)).astype(dtype)
+  int_type, bias, steps = _CBRT[dtype]
+  y = lax.bitcast_convert_type(
+      lax.bitcast_convert_type(x, int_type) // 3 + bias, dtype
+  )
+  third = jnp.asarray(1 / 3, dtype)
+  for _ in range(steps):
+    y = y - (y - x / (y * y)) * third
+  return jnp.where(x > 0, jnp.where(x < jnp.inf, y, x), 0)
