@@ -24,7 +24,7 @@ _CBRT = {
 
 
 def cbrt(x: jax.Array) -> jax.Array:
-  """∛x for x >= 0 (0 at 0, ∞ at ∞).
+  """∛x for x >= 0 (0 at 0, ∞ at ∞, NaN for NaN or x < 0).
 
   A seed from the float's bits divided by 3, then Newton steps
   y ← y − (y − x/y²)/3: at the speed of a copy on XLA:CPU, where
@@ -41,4 +41,5 @@ def cbrt(x: jax.Array) -> jax.Array:
   third = jnp.asarray(1 / 3, dtype)
   for _ in range(steps):
     y = y - (y - x / (y * y)) * third
-  return jnp.where(x > 0, jnp.where(x < jnp.inf, y, x), 0)
+  # 0 and ∞ are their own cube roots; NaN and negative inputs give NaN.
+  return jnp.where((x > 0) & (x < jnp.inf), y, jnp.where(x >= 0, x, jnp.nan))

@@ -141,7 +141,8 @@ def regularized_dual_averaging(
         solver,
         solvers.leaf_penalties(regularizer, solver, params),
         Subproblem(dual.anchor, dual.grad_sum, metric, threshold),
-        params,
+        state.solution if getattr(solver, "start", "params") == "solution"
+        else params,
         dual.count,
     )
     m = jnp.asarray(schedules.value_at(momentum, count), dtype)

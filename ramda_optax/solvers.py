@@ -63,6 +63,7 @@ class PGSolver(NamedTuple):
   max_iters: int
   rtol: float
   residual_tol: Any = None
+  start = "params"  # the paper's warm start, the current parameters
 
   def solve(
       self,
@@ -192,9 +193,15 @@ class ExactSolver(NamedTuple):
 
   Attributes:
     max_iters: most Newton passes per leaf and step.
+    warm_start: start at the warm start's group radii (else at the lower
+      bound r₀ of the root).
+    start: the warm start it asks of the dual-averaging methods: the
+      previous solution θ̂, whose radii are closest to the new ones.
   """
 
   max_iters: int
+  warm_start: bool = True
+  start = "solution"
 
   def check(self, penalty: LeafPenalty) -> None:
     if not isinstance(penalty, GroupNorm):
@@ -210,8 +217,9 @@ class ExactSolver(NamedTuple):
       z0: jax.Array,
       count: jax.Array,
   ) -> tuple[jax.Array, jax.Array]:
-    """Solves Q exactly on one group-norm leaf; returns ``(θ̂, passes)``."""
-    del z0, count
+    """Solves Q exactly on one group-norm leaf, starting Newton at the group
+    radii of ``z0`` where they are valid; returns ``(θ̂, passes)``."""
+    del count
     self.check(penalty)
     sub = sub._replace(metric=jnp.broadcast_to(sub.metric, sub.anchor.shape))
     a, v, p, tau = sub
@@ -222,29 +230,36 @@ class ExactSolver(NamedTuple):
     group_sum = lambda x: jnp.sum(x, axis=penalty.axes, keepdims=True)
     norm_b = jnp.sqrt(group_sum(b2))
     p_max = penalty.block_max(p)
-    # f(r) = Σ b²/(P r + κ)² − 1 is convex and decreasing on r > 0, so Newton
-    # started left of the root increases monotonically to it. Start at
-    # r₀ = (‖b‖ − κ)/max P, where f(r₀) >= 0.
-    r0 = jnp.where(active, _numerics.safe_divide(norm_b - kappa, p_max), 0)
-    tiny = jnp.finfo(a.dtype).eps
+    # f(r) = Σ b²/(P r + κ)² − 1 is convex and decreasing on r > 0, and its
+    # root lies right of r₀ = (‖b‖ − κ)/max P, where f(r₀) >= 0. A Newton
+    # step from any r >= r₀ lands left of the root (convexity), so clamping
+    # it at r₀ keeps every later iterate left of the root, increasing to it.
+    # Starting at the warm start's radius ‖z0_g‖ (the previous step's group
+    # norm, close to the root) takes fewer passes than starting at r₀.
+    lower = jnp.where(active, _numerics.safe_divide(norm_b - kappa, p_max), 0)
+    start = jnp.maximum(lower, penalty.norm(z0)) if self.warm_start else lower
+    rtol = jnp.sqrt(jnp.finfo(a.dtype).eps)
 
     def newton(carry):
       j, r, _ = carry
       inv = _numerics.safe_divide(1, p * r + kappa)
-      f = group_sum(b2 * inv * inv) - 1
-      df = 2 * group_sum(b2 * p * inv * inv * inv)  # −f'(r)
+      b2_inv2 = b2 * inv * inv
+      f = group_sum(b2_inv2) - 1
+      df = 2 * group_sum(b2_inv2 * p * inv)  # −f'(r)
       delta = _numerics.safe_divide(f, df)
-      # Left of the root f > 0; once f <= 0 or the step is a few ulps, the
-      # radius is the root to rounding.
-      moving = active & (f > 0) & (delta > 4 * tiny * r)
-      return j + 1, jnp.where(moving, r + delta, r), jnp.any(moving)
+      # Near the root Newton's error after a step of δ is at most
+      # (f''/2|f'|) δ² <= 1.5 δ²/r, as f''/|f'| <= 3/r: once |δ| <= √eps r,
+      # the radius after the step is the root to rounding.
+      r_new = jnp.where(active, jnp.maximum(r + delta, lower), 0)
+      return j + 1, r_new, jnp.any(active & (jnp.abs(delta) > rtol * r))
 
     def cond(carry):
       j, _, moved = carry
       return jnp.logical_and(j < self.max_iters, moved)
 
     def regularized():
-      init = (jnp.zeros((), jnp.int32), r0, jnp.any(active))
+      init = (jnp.zeros((), jnp.int32), jnp.where(active, start, 0),
+              jnp.any(active))
       passes, r, _ = lax.while_loop(cond, newton, init)
       theta = b * _numerics.safe_divide(r, p * r + kappa)
       return jnp.where(active, theta, 0), passes
@@ -252,18 +267,21 @@ class ExactSolver(NamedTuple):
     return _unless_unregularized(sub, regularized)
 
 
-def exact_solver(max_iters: int = 50) -> ExactSolver:
+def exact_solver(max_iters: int = 50, warm_start: bool = True) -> ExactSolver:
   r"""The exact group-lasso subproblem solution, by Newton on the group radius.
 
   After screening, a group's solution is θ_i = b_i r / (P_i r + κ) with
   b = P a − v, κ = τ√|g| and r = ‖θ_g‖ > 0 the root of the decreasing convex
-  function f(r) = Σ_i b_i² / (P_i r + κ)² − 1. Newton's method from
-  r₀ = (‖b_g‖ − κ)/max P_g ≤ r increases monotonically to the root and is
-  run, vectorised over groups, until no radius moves by more than a few ulps
-  or after ``max_iters`` passes.
+  function f(r) = Σ_i b_i² / (P_i r + κ)² − 1, and r >= r₀ = (‖b_g‖ − κ)/max
+  P_g. Newton's method is started at the warm start's group radius (the
+  previous solution's, close to the root) or at r₀; every step is clamped
+  at r₀, so that after at most one step it increases monotonically to the
+  root. It runs vectorised over groups until no radius moves by more than a
+  few ulps or after ``max_iters`` passes.
 
   Args:
     max_iters: most Newton passes per leaf and step, >= 1.
+    warm_start: start at the warm start's group radii (True) or at r₀.
 
   Returns:
     An :class:`ExactSolver`.
@@ -273,7 +291,7 @@ def exact_solver(max_iters: int = 50) -> ExactSolver:
     proximal gradient methods for structured neural networks, NeurIPS 2021.
   """
   _validation.check_int("max_iters", max_iters, 1)
-  return ExactSolver(max_iters=max_iters)
+  return ExactSolver(max_iters=max_iters, warm_start=bool(warm_start))
 
 
 class ProxSolver(NamedTuple):

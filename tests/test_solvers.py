@@ -133,6 +133,24 @@ def test_exact_solver_matches_high_precision_solve(x64, shape, axes, seed):
   assert 0 < passes < 50
 
 
+@pytest.mark.parametrize("shape, axes", CASES)
+@pytest.mark.parametrize("scale", [0.0, 0.5, 0.999, 1.001, 3.0, 1e3])
+def test_exact_solver_from_any_warm_start(x64, shape, axes, scale):
+  """Started left or right of the root, Newton reaches the same solution; a
+  start near the solution's radii takes fewer passes than a cold one."""
+  a, v, p, tau, _ = _subproblem(shape, axes, seed=3)
+  exact = ref.exact_group_solution(a, v, p, tau, axes)
+  group_scale = np.sqrt(np.sum(exact**2, axis=axes, keepdims=True))
+  z, passes = _solve(ro.exact_solver(), shape, axes, a, v, p, tau, scale * exact)
+  err = np.sqrt(np.sum((z - exact) ** 2, axis=axes, keepdims=True))
+  assert np.all(err <= 1e-10 * group_scale)
+  _, cold = _solve(ro.exact_solver(warm_start=False), shape, axes, a, v, p,
+                   tau, scale * exact)
+  if scale in (0.999, 1.001) and axes:
+    # (single-entry groups are left out: there r₀ is already the root)
+    assert passes < cold
+
+
 @pytest.mark.parametrize("shape, axes", CASES[:2])
 def test_exact_solver_agrees_with_tight_pg(x64, shape, axes):
   a, v, p, tau, z0 = _subproblem(shape, axes, seed=7)
