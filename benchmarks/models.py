@@ -50,6 +50,26 @@ CNN_LAYERS = (Conv("Conv_0"), Pool((2, 2), (2, 2)), Conv("Conv_1"),
               Pool((2, 2), (2, 2)), Flatten(), Dense("Dense_0"))
 
 
+class LeNet(nn.Module):
+  """The paper authors' example network for MNIST: Conv 20@5×5 → max pool
+  2 → Conv 50@5×5 → max pool 2 → Dense 500 → Dense 10, ReLU after each
+  hidden layer, convolutions without padding."""
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    for features in (20, 50):
+      x = nn.relu(nn.Conv(features, (5, 5), padding="VALID")(x))
+      x = nn.max_pool(x, (2, 2), strides=(2, 2))
+    x = nn.relu(nn.Dense(500)(x.reshape(x.shape[0], -1)))
+    return nn.Dense(10)(x)
+
+
+# LeNet's layers, in order, for ramda_optax.compact and model_cost.
+LENET_LAYERS = (Conv("Conv_0", padding="VALID"), Pool((2, 2), (2, 2)),
+                Conv("Conv_1", padding="VALID"), Pool((2, 2), (2, 2)),
+                Flatten(), Dense("Dense_0"), Dense("Dense_1"))
+
+
 class Block(nn.Module):
   """Pre-norm causal self-attention and a 4× GELU MLP."""
 

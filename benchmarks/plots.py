@@ -35,3 +35,28 @@ def plot_task(name: str, result: dict[str, Any], path: Path) -> None:
   fig.suptitle(f"{name} (mean over seeds {result['seeds']})", fontsize=9)
   fig.tight_layout()
   fig.savefig(path)
+
+
+def plot_frontier(name: str, curves: dict[str, list[dict[str, float]]],
+                  best: float, within: tuple[float, ...], path: Path) -> None:
+  """Validation accuracy against structure, one curve per method through
+  its λ sweep (error bars: std over seeds), with the matched-accuracy
+  floors below the best unregularized run ``best`` dotted."""
+  fig = Figure(figsize=(5, 3.5), dpi=80)
+  ax = fig.subplots()
+  for method, points in curves.items():
+    ax.errorbar([p["structure"] for p in points],
+                [p["metric"] for p in points],
+                xerr=[p["structure_std"] for p in points],
+                yerr=[p["metric_std"] for p in points],
+                marker="o", markersize=3, capsize=2, label=LABELS[method])
+  for w in within:
+    ax.axhline(best - w, color="gray", linestyle=":", linewidth=1)
+  ax.set_xlabel("structure of W (%)")
+  ax.set_ylabel("validation accuracy (%)")
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=7)
+  ax.set_title(f"{name}: λ sweep (dotted: best unregularized − "
+               f"{', '.join(f'{w:g}' for w in within)})", fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path)

@@ -2,17 +2,28 @@
 terminal summary, each with the verdicts against the paper."""
 
 import json
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
+import jax
 import numpy as np
 
 from benchmarks import verdicts
 from benchmarks.methods import DUAL_AVERAGING, LABELS
 from benchmarks.tasks import TASKS
 
+WITHIN = (0.5, 1.0)  # accuracy points below the best unregularized run
 README_BEGIN = "<!-- reproduce-all:begin -->"
 README_END = "<!-- reproduce-all:end -->"
+
+
+def platform_fields() -> dict[str, str]:
+  """The machine and the JAX version, as the results JSON records them."""
+  return {"platform": f"{platform.machine()}, {os.cpu_count()} cores, "
+          f"{jax.devices()[0].platform.upper()} backend",
+          "jax": jax.__version__}
 
 
 def summary(runs: dict[str, dict], key: str) -> tuple[float, float]:
@@ -21,9 +32,11 @@ def summary(runs: dict[str, dict], key: str) -> tuple[float, float]:
   return float(np.mean(values)), float(np.std(values))
 
 
-def pm(mean_std: tuple[float, float], digits: int = 2) -> str:
-  """``mean ± std``."""
+def pm(mean_std: tuple[float, float], runs: int, digits: int = 2) -> str:
+  """``mean ± std`` over ``runs`` runs; the value alone for one run."""
   mean, std = mean_std
+  if runs == 1:
+    return f"{mean:.{digits}f}"
   return f"{mean:.{digits}f} ± {std:.{digits}f}"
 
 
@@ -44,12 +57,25 @@ def paper_numbers(name: str, result: dict[str, Any]
   return {m: tuple(v) for m, v in paper.items() if m in result["runs"]}
 
 
-def task_verdict(name: str, result: dict[str, Any]) -> verdicts.TaskVerdict:
-  """The verdicts of one task of the results against the paper."""
+def task_verdict(name: str, result: dict[str, Any],
+                 frontiers: dict[str, Any] | None = None
+                 ) -> verdicts.TaskVerdict:
+  """The verdicts of one task of the results against the paper, at matched
+  accuracy on the task's frontier too where ``frontiers`` (the
+  ``tasks`` of frontiers.json) has it."""
   task = TASKS.get(name)
+  frontier = (verdicts.matched_structure(frontiers[name]["points"],
+                                         verdicts.MATCHED_WITHIN)
+              if frontiers and name in frontiers else None)
   return verdicts.task_verdict(
       paper_numbers(name, result), outcomes(result), result["metric"],
-      task.no_counterpart if task else "")
+      task.no_counterpart if task else "", frontier=frontier)
+
+
+def load_frontiers(out: Path) -> dict[str, Any] | None:
+  """The ``tasks`` of ``out/frontiers.json``, if there is one."""
+  path = out / "frontiers.json"
+  return json.loads(path.read_text())["tasks"] if path.exists() else None
 
 
 def values(pair: verdicts.Pair, quantity: str) -> tuple[str, str]:
@@ -69,20 +95,41 @@ def describe(pair: verdicts.Pair, quantity: str) -> str:
           f"(paper {paper}, run {run})")
 
 
+def frontier_values(pair: verdicts.Pair) -> str:
+  """``a < b`` of the structures a pair reaches at matched accuracy on the
+  frontiers (``–`` for a method with no λ within)."""
+  a, b = (f"{m.mean:.2f}" if m else "–" for m in pair.frontier_structure)
+  if "–" in (a, b):
+    return f"{a} / {b}"
+  x, y = (m.mean for m in pair.frontier_structure)
+  return f"{a} {'>' if x > y else '<' if x < y else '='} {b}"
+
+
 def reversal_lines(verdict: verdicts.TaskVerdict, metric_name: str
                    ) -> list[str]:
-  """One phrase per reversed order, structure first."""
-  quantities = {"structure": "structure", "metric": metric_name}
-  return [f"{quantities[quantity]} {describe(pair, quantity)}"
-          for quantity in ("structure", "metric")
-          for pair, q in verdicts.reversals(verdict) if q == quantity]
+  """One phrase per reversed order: structure at the paper's settings,
+  structure at matched accuracy on the frontiers, then the metric."""
+  lines = []
+  for quantity in ("structure", "frontier", "metric"):
+    for pair, q in verdicts.reversals(verdict):
+      if q != quantity:
+        continue
+      if quantity == "frontier":
+        paper, _ = values(pair, "structure")
+        lines.append(f"structure at matched {metric_name} on the frontiers "
+                     f"{LABELS[pair.first]} vs {LABELS[pair.second]} (paper "
+                     f"{paper}, frontiers {frontier_values(pair)})")
+      else:
+        name = "structure" if quantity == "structure" else metric_name
+        lines.append(f"{name} {describe(pair, quantity)}")
+  return lines
 
 
 def count_phrase(verdict: verdicts.TaskVerdict, quantity: str) -> str:
   """``holds 7, reversed 1, tie within noise 2`` for one quantity."""
   counts = verdicts.counts(verdict, quantity)
   ordered = (verdicts.HOLDS, verdicts.REVERSED, verdicts.TIE,
-             verdicts.PAPER_TIE)
+             verdicts.PAPER_TIE, verdicts.NO_POINT)
   return ", ".join(f"{v} {counts[v]}" for v in ordered if v in counts) or "–"
 
 
@@ -116,10 +163,11 @@ def run_order(run: dict[str, verdicts.Outcome], metric_name: str) -> str:
           f"{chain('metric', higher)}")
 
 
-def verdict_lines(name: str, result: dict[str, Any]) -> list[str]:
+def verdict_lines(name: str, result: dict[str, Any],
+                  frontiers: dict[str, Any] | None = None) -> list[str]:
   """Markdown of a task's verdicts: the pairwise table and the reversals,
   or why there is no counterpart."""
-  verdict, run = task_verdict(name, result), outcomes(result)
+  verdict, run = task_verdict(name, result, frontiers), outcomes(result)
   metric = result["metric"]
   if not verdict.pairs:
     return [f"No counterpart in the paper, so no verdict: "
@@ -136,19 +184,24 @@ def verdict_lines(name: str, result: dict[str, Any]) -> list[str]:
       f"deviations over seeds (or by less than {verdicts.RESOLUTION:g}). At "
       f"matched {metric}: {matched_phrase(verdict, run, metric)}.", "",
       f"| pair | paper structure | run structure | structure order | at "
-      f"matched {metric} | paper {metric} | run {metric} | {metric} order |",
-      "|---|---|---|---|---|---|---|---|"]
+      f"matched {metric} | frontiers at matched {metric} | frontier order | "
+      f"paper {metric} | run {metric} | {metric} order |",
+      "|---|---|---|---|---|---|---|---|---|---|"]
   for pair in verdict.pairs:
     paper_s, run_s = values(pair, "structure")
     paper_m, run_m = values(pair, "metric")
     matched = bold(pair.matched) if pair.matched else "– (outside)"
+    frontier = (f"{frontier_values(pair)} | {bold(pair.frontier)}"
+                if pair.frontier else "– | no frontier")
     lines.append(
         f"| {LABELS[pair.first]} vs {LABELS[pair.second]} | {paper_s} | "
-        f"{run_s} | {bold(pair.structure)} | {matched} | {paper_m} | "
-        f"{run_m} | {bold(pair.metric)} |")
+        f"{run_s} | {bold(pair.structure)} | {matched} | {frontier} | "
+        f"{paper_m} | {run_m} | {bold(pair.metric)} |")
   reversed_ = reversal_lines(verdict, metric)
   lines += ["", f"Structure: {count_phrase(verdict, 'structure')}; at "
             f"matched {metric}: {no_pair or count_phrase(verdict, 'matched')}; "
+            f"on the frontiers at matched {metric}: "
+            f"{count_phrase(verdict, 'frontier')}; "
             f"{metric}: {count_phrase(verdict, 'metric')}. "
             + (f"Reversed: {'; '.join(reversed_)}." if reversed_
                else "Nothing reversed."), ""]
@@ -161,7 +214,7 @@ def task_table(name: str, result: dict[str, Any]) -> list[str]:
   cnn = name == "cnn"
   head = (f"| method | val {metric} | {structure} of W (%) | of θ̂ (%) | "
           + ("compacted params / MACs (mean) | " if cnn else "")
-          + "paper acc / structure | lr | c | time / seed (s) |")
+          + "paper acc / structure | lr | λ | c | time / seed (s) |")
   lines = [head, "|" + "---|" * (head.count("|") - 1)]
   for method, runs in result["runs"].items():
     hyper = result["hyperparameters"][method]
@@ -172,21 +225,25 @@ def task_table(name: str, result: dict[str, Any]) -> list[str]:
       size = np.mean([f["compact_params"] / f["params"] for f in finals])
       macs = np.mean([f["compact_macs"] / f["macs"] for f in finals])
       cost = f"{size:.3f}× / {macs:.3f}× | "
-    theta = (pm(summary(runs, "structure_theta"))
+    n = len(runs)
+    strength = f"{hyper['strength']:g}" if hyper.get("strength") else "–"
+    theta = (pm(summary(runs, "structure_theta"), n)
              if method in DUAL_AVERAGING else "= W")
     seconds = np.mean([run["wall_time_s"] for run in runs.values()])
     lines.append(
-        f"| {LABELS[method]} | {pm(summary(runs, 'val_' + metric))} | "
-        f"{pm(summary(runs, 'structure_W'))} | {theta} | {cost}"
+        f"| {LABELS[method]} | {pm(summary(runs, 'val_' + metric), n)} | "
+        f"{pm(summary(runs, 'structure_W'), n)} | {theta} | {cost}"
         f"{f'{paper[0]} / {paper[1]}' if paper else '–'} | "
-        f"{hyper['learning_rate']:g} | {hyper.get('c', '–')} | "
+        f"{hyper['learning_rate']:g} | {strength} | "
+        f"{hyper.get('c', '–')} | "
         f"{seconds:.0f} |")
   return lines
 
 
 def report_section(name: str, results: dict[str, Any],
                    figures: str = "results",
-                   folder: str = "benchmarks/results") -> list[str]:
+                   folder: str = "benchmarks/results",
+                   frontiers: dict[str, Any] | None = None) -> list[str]:
   """Markdown for one JSON: a table per task, the verdicts against the
   paper, the deviations and the figure (``figures``: their folder, from the
   page; ``folder``: the JSON's, from the repository root)."""
@@ -198,19 +255,71 @@ def report_section(name: str, results: dict[str, Any],
   for task, result in results["tasks"].items():
     hyper = next(iter(result["hyperparameters"].values()))
     lines += [f"#### {task}", "",
-              f"λ = {hyper['strength']:g}, batch {hyper['batch_size']}, "
+              f"Batch {hyper['batch_size']}, "
               f"{hyper['epochs']} epochs × {hyper['steps_per_epoch']} steps, "
               f"{hyper['train_size']:,} training "
               f"{'characters' if task == 'transformer' else 'images'}, "
               f"milestones at steps {hyper['milestones']} (γ = 0.1), seeds "
               f"{result['seeds']}.", "", *task_table(task, result), ""]
-    lines += verdict_lines(task, result)
+    lines += verdict_lines(task, result, frontiers)
     lines += ["Deviations from the paper:", ""]
     lines += [f"- {d}" for d in result["deviations"]]
     figure = f"{figures}/{name}_{task}.png" if figures != "." else \
         f"{name}_{task}.png"
     lines += ["", f"![{task}]({figure})", ""]
   return lines
+
+
+def matched_table(result: dict[str, Any]
+                  ) -> dict[str, dict[str, dict[str, float] | None]]:
+  """Per method and per allowance (as text, "0.5" and "1") the most
+  structured frontier point within it of the best unregularized run."""
+  _, best = verdicts.unregularized_best(result["points"])
+  return {method: {f"{w:g}": verdicts.most_structure(verdicts.curve(points),
+                                                    best - w)
+                   for w in WITHIN}
+          for method, points in result["points"].items()}
+
+
+def table_lines(name: str, result: dict[str, Any]) -> list[str]:
+  """Markdown: the matched-accuracy table of one task."""
+  method, best = verdicts.unregularized_best(result["points"])
+  structure = result["structure"].replace("_", " ")
+  images = TASKS[name].frontier.train_size if name in TASKS else None
+  lines = [f"#### {name}: {result['epochs']} epochs of "
+           f"{f'{images:,}' if images else 'all'} training images, batch "
+           f"{result['batch_size']}, seeds {result['seeds']}",
+           "", f"Best unregularized run: {LABELS[method]} at λ = 0, "
+           f"{best:.2f}% accuracy. Most {structure} (%) within each "
+           "allowance of it, mean ± std over seeds, with the λ that gives it "
+           "(– : no λ of the sweep stays within).", "",
+           f"| method | within 0.5 point | within 1 point | "
+           f"at the largest λ: accuracy / {structure} |",
+           "|---|---|---|---|"]
+  for method, row in matched_table(result).items():
+    cells = [f"{p['structure']:.2f} ± {p['structure_std']:.2f} "
+             f"(λ = {p['strength']:.3g}, {p['metric']:.2f}%)" if p else "–"
+             for p in row.values()]
+    last = verdicts.curve(result["points"][method])[-1]
+    lines.append(f"| {LABELS[method]} | {' | '.join(cells)} | "
+                 f"{last['metric']:.2f} / {last['structure']:.2f} |")
+  return lines + [""]
+
+
+def frontiers_page(results: dict[str, Any], figures: str) -> str:
+  """Markdown of every frontier: its table and figure (``figures``: their
+  folder, from the page)."""
+  lines = ["### Frontiers: accuracy against structure over λ", "",
+           f"`{results['command']}`: {results['wall_time_s']:.0f} s "
+           f"({results['wall_time_s'] / 60:.1f} min) on "
+           f"{results['platform']}, JAX {results['jax']}. Each regularized "
+           "method at λ = 0 and at its paper λ × 10^-1, 10^-0.5, 1, 10^0.5, "
+           "10; validation accuracy and structure of W after the last epoch.",
+           ""]
+  for name, result in results["tasks"].items():
+    lines += table_lines(name, result)
+    lines += [f"![{name} frontier]({figures}/frontiers_{name}.png)", ""]
+  return "\n".join(lines)
 
 
 def results_page(out: Path, figures: str = "results",
@@ -249,21 +358,28 @@ def results_page(out: Path, figures: str = "results",
       "and of accuracy (or perplexity) holds, is reversed, or is a tie "
       "within the noise over seeds, and the structure order again among the "
       "methods within 1 point of the best accuracy.", ""]
+  frontiers = load_frontiers(out)
   for path in files:
-    lines += report_section(path.stem, json.loads(path.read_text()),
-                            figures, folder)
+    if path.stem != "frontiers":
+      lines += report_section(path.stem, json.loads(path.read_text()),
+                              figures, folder, frontiers)
+  if frontiers:
+    lines += [frontiers_page(json.loads((out / "frontiers.json").read_text()),
+                             figures), ""]
   return "\n".join(lines)
 
 
-def terminal_summary(results: dict[str, Any]) -> str:
+def terminal_summary(results: dict[str, Any],
+                     frontiers: dict[str, Any] | None = None) -> str:
   """Plain text of one run for the terminal: per task and method the metric,
   the structure and the paper's figures, then the verdict lines."""
   lines = []
   for name, result in results["tasks"].items():
     metric, run = result["metric"], outcomes(result)
     paper = paper_numbers(name, result)
-    verdict = task_verdict(name, result)
+    verdict = task_verdict(name, result, frontiers)
     unit = " (%)" if verdicts.higher_is_better(metric) else ""
+    n = len(result["seeds"])
     lines += [f"{name}: seeds {result['seeds']}",
               f"  {'method':<9}{'val ' + metric + unit:>18}"
               f"{result['structure'].replace('_', ' ') + ' (%)':>32}"
@@ -273,8 +389,8 @@ def terminal_summary(results: dict[str, Any]) -> str:
                    if method in paper else "–")
       lines.append(
           f"  {LABELS[method]:<9}"
-          f"{pm((outcome.metric.mean, outcome.metric.std)):>18}"
-          f"{pm((outcome.structure.mean, outcome.structure.std)):>32}"
+          f"{pm((outcome.metric.mean, outcome.metric.std), n):>18}"
+          f"{pm((outcome.structure.mean, outcome.structure.std), n):>32}"
           f"{reference:>18}")
     if not verdict.pairs:
       lines += [f"  no counterpart in the paper: {verdict.no_counterpart}",
@@ -292,7 +408,12 @@ def terminal_summary(results: dict[str, Any]) -> str:
 def readme_block(out: Path) -> str:
   """The README's results: the ``--all`` section, from ``out/all.json``."""
   results = json.loads((out / "all.json").read_text())
-  lines = report_section("all", results, figures="benchmarks/results")
+  frontiers = load_frontiers(out)
+  lines = report_section("all", results, figures="benchmarks/results",
+                         frontiers=frontiers)
+  if frontiers:
+    lines += [frontiers_page(json.loads((out / "frontiers.json").read_text()),
+                             "benchmarks/results"), ""]
   return "\n".join([README_BEGIN, "", *lines, README_END])
 
 

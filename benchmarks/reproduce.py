@@ -38,14 +38,12 @@ import argparse
 import dataclasses
 import json
 import os
-import platform
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import jax
 from tqdm import tqdm
 
 from benchmarks import full_scale
@@ -64,6 +62,15 @@ RESULTS_PAGE = HERE / "RESULTS.md"
 Plan = list[tuple[Task, list[str], tuple[int, ...], Settings]]
 
 
+def add_length_flags(parser: argparse.ArgumentParser) -> None:
+  """``--epochs`` and ``--steps``, the training length's overrides."""
+  parser.add_argument("--epochs", type=int, default=None,
+                      help="epochs of every run (default: the task's)")
+  parser.add_argument("--steps", type=int, default=None,
+                      help="stop each run after this many steps in all, for "
+                      "smoke runs (the schedule stays that of --epochs)")
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
   """The command line (``sys.argv`` when ``argv`` is None)."""
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,12 +84,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                       help="every task, reduced settings, one seed")
   parser.add_argument("--all", action="store_true",
                       help="every task, full settings")
-  parser.add_argument("--epochs", type=int, default=None)
+  add_length_flags(parser)
   parser.add_argument("--train-size", type=int, default=None,
                       help="training images (characters for the transformer)")
-  parser.add_argument("--steps", type=int, default=None,
-                      help="stop each run after this many steps in all, for "
-                      "smoke runs (the schedule stays that of --epochs)")
   parser.add_argument("--out", type=Path, default=None,
                       help="folder of the JSON, figures and report "
                       "(default: benchmarks/output, not tracked)")
@@ -141,7 +145,8 @@ def report_only(args: argparse.Namespace) -> dict[str, Any]:
     raise SystemExit(f"--report-only: no JSON in {shown(out)}")
   if args.update_readme and not (out / "all.json").exists():
     raise SystemExit(f"--update-readme needs {shown(out / 'all.json')}")
-  everything = {path.stem: json.loads(path.read_text()) for path in files}
+  everything = {path.stem: json.loads(path.read_text()) for path in files
+                if path.stem != "frontiers"}
   for name, results in everything.items():
     print(f"== {shown(out / name)}.json: {results['command']}\n")
     print(report.terminal_summary(results))
@@ -194,10 +199,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   total = sum(len(m) * len(s) * st.epochs for _, m, s, st in plan)
   results = {"command": " ".join(["python -m benchmarks.reproduce",
                                   *(sys.argv[1:] if argv is None else argv)]),
-             "platform": f"{platform.machine()}, {os.cpu_count()} cores, "
-             f"{jax.devices()[0].platform.upper()} backend",
-             "jax": jax.__version__,
-             "tasks": {}}
+             **report.platform_fields(), "tasks": {}}
   with tqdm(total=total, unit="epoch") as bar:
 
     def progress(label: str) -> None:

@@ -84,7 +84,8 @@ def test_update_readme_rebuilds_the_results_block(tmp_path, monkeypatch):
   monkeypatch.setattr(reproduce, "README", readme)
   out = tmp_path / "results"
   out.mkdir()
-  shutil.copy(RESULTS / "all.json", out)
+  for name in ("all.json", "frontiers.json"):
+    shutil.copy(RESULTS / name, out)
   tiny_logreg_run(out, tmp_path / "RESULTS.md", "--update-readme")
   assert readme.read_text() == text
 
@@ -96,6 +97,9 @@ def test_readme_results_are_generated_from_the_committed_json():
   for task in ("logreg", "mlp", "cnn", "transformer"):
     assert f"#### {task}" in block
     assert (RESULTS / f"all_{task}.png").exists()
+  # The matched-accuracy verdicts on the frontiers come from their JSON.
+  assert "frontiers at matched accuracy" in block
+  assert (RESULTS / "frontiers.json").exists()
 
 
 def test_results_page_is_generated_from_the_committed_json():

@@ -141,3 +141,64 @@ def test_a_worse_perplexity_is_stated_for_a_task_without_counterpart():
   summary = report.terminal_summary({"tasks": {"transformer": result}})
   assert "no counterpart" in summary
   assert "perplexity ProxGen 10.59 < RAMDA 10.77" in summary
+
+
+def frontier_points(curves: dict[str, list[tuple[float, float, float]]]
+                    ) -> dict:
+  """``points[method][λ][seed]`` of frontiers.json from (λ, accuracy,
+  structure) per method, the same for seeds 0 and 1."""
+  return {m: {repr(s): {str(seed): {"metric": a, "structure": st}
+                        for seed in (0, 1)} for s, a, st in points}
+          for m, points in curves.items()}
+
+
+def test_matched_structure_reads_each_frontier_within_the_allowance():
+  points = frontier_points({
+      "rmda": [(0.0, 92.0, 0.0), (1e-3, 91.6, 30.0), (1e-2, 90.5, 80.0)],
+      "ramda": [(0.0, 91.0, 0.0), (1e-3, 90.0, 60.0), (1e-2, 85.0, 95.0)]})
+  assert verdicts.unregularized_best(points) == ("rmda", 92.0)
+  matched = verdicts.matched_structure(points, 1.0)
+  assert matched == {"rmda": Measure(30.0, 0.0), "ramda": Measure(0.0, 0.0)}
+  matched = verdicts.matched_structure(points, 0.5)
+  assert matched == {"rmda": Measure(30.0, 0.0), "ramda": None}
+
+
+def test_a_frontier_reversal_is_reported_and_no_point_is_none():
+  run = {"proxgen": outcome(86.0, 80.0), "rmda": outcome(88.0, 92.0),
+         "ramda": outcome(87.5, 90.0)}
+  frontier = {"proxgen": Measure(70.0, 1.0), "rmda": Measure(20.0, 1.0),
+              "ramda": None}
+  verdict = verdicts.task_verdict(PAPER, run, "accuracy", frontier=frontier)
+  # At the paper's settings every order holds; on the frontiers ProxGen
+  # reaches more structure than RMDA at matched accuracy: a reversal.
+  assert all(p.structure == verdicts.HOLDS for p in verdict.pairs)
+  assert pair(verdict, "proxgen", "rmda").frontier == verdicts.REVERSED
+  assert pair(verdict, "rmda", "ramda").frontier == verdicts.NO_POINT
+  assert [(p.first, p.second, q) for p, q in verdicts.reversals(verdict)] == [
+      ("proxgen", "rmda", "frontier")]
+  assert verdicts.counts(verdict, "frontier") == {
+      verdicts.REVERSED: 1, verdicts.NO_POINT: 2}
+  held = {"proxgen": Measure(10.0), "rmda": Measure(50.0),
+          "ramda": Measure(40.0)}
+  verdict = verdicts.task_verdict(PAPER, run, "accuracy", frontier=held)
+  assert all(p.frontier == verdicts.HOLDS for p in verdict.pairs)
+  assert verdicts.task_verdict(PAPER, run, "accuracy").pairs[0].frontier is None
+
+
+def test_the_report_states_a_frontier_reversal():
+  result = synthetic_result(
+      "accuracy", {"proxgen": (86.0, 80.0), "rmda": (88.0, 92.0),
+                   "ramda": (87.5, 90.0)}, PAPER)
+  frontiers = {"synthetic": {"points": frontier_points({
+      "proxgen": [(0.0, 88.0, 0.0), (1e-3, 87.5, 70.0)],
+      "rmda": [(0.0, 87.0, 0.0), (1e-3, 87.2, 20.0)],
+      "ramda": [(0.0, 86.0, 0.0), (1e-3, 80.0, 90.0)]})}}
+  markdown = "\n".join(report.verdict_lines("synthetic", result, frontiers))
+  row = re.search(r"^\| ProxGen vs RMDA \|.*$", markdown, re.M).group(0)
+  assert "70.00 > 20.00 | **reversed**" in row
+  row = re.search(r"^\| RMDA vs RAMDA \|.*$", markdown, re.M).group(0)
+  assert "20.00 / – | no λ within" in row
+  summary = report.terminal_summary({"tasks": {"synthetic": result}},
+                                    frontiers)
+  assert ("reversed: structure at matched accuracy on the frontiers ProxGen "
+          "vs RMDA (paper 87.46 < 91.88, frontiers 70.00 > 20.00)") in summary
