@@ -4,12 +4,18 @@ The parameter sets are the paper's VGG19 for CIFAR-10 in Flax layout (about
 20M parameters; conv kernels grouped channel-wise, the dense head
 input-wise) and a 1M-parameter MLP (dense kernels grouped input-wise). The
 gradient stream comes from a consistent loss, ½ Σ h (W − T)² around a
-group-sparse target T plus Gaussian noise, so that warm starts and screening
-behave as in training. Each step (update and apply_updates, params and
-state donated) is timed after a warm-up; the median of ``--steps`` is
-reported with the solver's inner iterations per step (summed over leaves).
+group-sparse target T (half the groups zero) plus Gaussian noise.
 
-    python -m benchmarks.step_time --model vgg19 --variants adam,ramda,ramda_exact
+Two regimes. ``early`` (the default) is the start of training, where the
+subproblem moves most between steps and the solvers iterate most: each of
+``--starts`` runs from a fresh state times its first ``--steps`` steps (the
+step is compiled beforehand on a copy), and the mean step time is reported.
+``late`` times ``--steps`` steps after ``--warmup`` steps and reports their
+median. Each step is update and apply_updates, params and state donated.
+Every variant is timed right after an optax.adam run, and its ratio is to
+that run; the inner iterations are reported per regularized leaf and step.
+
+    python -m benchmarks.step_time --model vgg19 --variants ramda,ramda_exact
 """
 
 import argparse
@@ -24,36 +30,42 @@ import numpy as np
 import optax
 
 import ramda_optax as ro
+from ramda_optax._numerics import cbrt
 from benchmarks.mnist_cnn import make_step
 from benchmarks.models import CNN, mlp1m_shapes, vgg19_shapes
 
 MODELS = {"vgg19": vgg19_shapes, "mlp1m": mlp1m_shapes}
 
 
-def bare_passes(count: int) -> optax.GradientTransformation:
-  """Not an optimizer: per leaf, ``count`` passes z ← z − (P z − b)/max P,
-  each reading z, P and b and writing z (P and b held in the state). The
-  least memory traffic of ``count`` PG iterations, as a floor to compare
-  the solvers with."""
+def floor(arithmetic: bool) -> optax.GradientTransformation:
+  """Not an optimizer: the memory traffic of a fused regularized
+  dual-averaging step, one pass reading g, V, U, W⁰ and W and writing V, U,
+  θ̂ and the update. With ``arithmetic`` it also does RAMDA's least
+  per-element arithmetic (the cube root and one division) and is the
+  compute floor; without, adds and multiplies only (the memory floor)."""
 
   def init(params):
-    return (jax.tree.map(lambda x: jnp.abs(x) + 0.5, params),
-            jax.tree.map(jnp.copy, params))
+    zeros = lambda: jax.tree.map(jnp.zeros_like, params)
+    return zeros(), zeros(), jax.tree.map(jnp.copy, params), zeros()
 
   def update(grads, state, params):
-    del grads
+    v, u, anchor, _ = state
 
-    def passes(w, p, b):
-      step = 1 / jnp.max(p)
-      z = jax.lax.fori_loop(0, count, lambda _, z: z - step * (p * z - b), w)
-      return z - w
+    def leaf(g, v, u, a, w):
+      v, u = v + 0.1 * g, u + 0.1 * g * g
+      p = cbrt(u) + 1e-6 if arithmetic else u + 1e-6
+      theta = a - (v / p if arithmetic else v * p)
+      return v, u, theta, 0.1 * (theta - w)
 
-    return jax.tree.map(passes, params, *state), state
+    out = jax.tree.map(leaf, grads, v, u, anchor, params)
+    pick = lambda i: jax.tree.map(lambda _, o: o[i], params, out)
+    return pick(3), (pick(0), pick(1), anchor, pick(2))
 
   return optax.GradientTransformation(init, update)
 
 
-def variants(groups: dict, strength: float) -> dict[str, Callable]:
+def variants(groups: dict, strength: float,
+             block_bytes: int = 32 * 1024) -> dict[str, Callable]:
   reg = ro.group_lasso(strength, groups)
   return {
       "adam": lambda: optax.adam(1e-3),
@@ -68,7 +80,12 @@ def variants(groups: dict, strength: float) -> dict[str, Callable]:
       "proxgen": lambda: ro.proxgen(1e-3, regularizer=reg),
       "prox_ssi": lambda: ro.prox_ssi(1e-3, regularizer=reg),
       "prox_sgd": lambda: ro.prox_sgd(1e-1, regularizer=reg),
-      "floor11": lambda: bare_passes(11),
+      "ramda_pg_blocks": lambda: ro.ramda(
+          1e-2, regularizer=reg, solver=ro.pg_solver(block_bytes=block_bytes)),
+      "ramda_exact_cold": lambda: ro.ramda(
+          1e-2, regularizer=reg, solver=ro.exact_solver(warm_start=False)),
+      "floor_memory": lambda: floor(False),
+      "floor_compute": lambda: floor(True),
   }
 
 
@@ -105,29 +122,41 @@ def problem(shapes: dict, groups: dict, seed: int = 0):
   return init, grad_fn
 
 
-def time_variant(opt, init, grad_fn, warmup: int, steps: int) -> dict:
-  params = jax.tree.map(jnp.copy, init)
-  # A copy: optax.contrib.madgrad keeps params themselves as x0, which
-  # could not be donated together with them.
-  state = opt.init(jax.tree.map(jnp.copy, params))
+def _regularized_leaves(groups: dict, params) -> np.ndarray:
+  return np.array([p is not None
+                   for p in ro.group_lasso(1.0, groups).layout(params)])
+
+
+def time_variant(opt, init, grad_fn, regularized: np.ndarray, regime: str,
+                 warmup: int, steps: int, starts: int) -> dict:
+  """Times ``opt`` in ``regime`` (see the module docstring)."""
 
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
   step = jax.jit(step, donate_argnums=(0, 1))
-  memory = step.lower(params, state, grad_fn(params, 0)).compile().memory_analysis()
+  fresh = lambda: jax.tree.map(jnp.copy, init)
+  # A copy: optax.contrib.madgrad keeps params themselves as x0, which
+  # could not be donated together with them.
+  compiled = step.lower(fresh(), opt.init(fresh()), grad_fn(init, 0)).compile()
+  memory = compiled.memory_analysis()
   times, iters = [], []
-  for n in range(warmup + steps):
-    grads = jax.block_until_ready(grad_fn(params, n))
-    start = time.perf_counter()
-    params, state = jax.block_until_ready(step(params, state, grads))
-    if n >= warmup:
-      times.append(time.perf_counter() - start)
-      if isinstance(state, (ro.RamdaState, ro.ProximalState)):
-        iters.append(int(np.sum(state.inner_iters)))
-  return {"median_s": float(np.median(times)),
-          "inner_iters": float(np.mean(iters)) if iters else None,
+  runs = [(0, steps)] * starts if regime == "early" else [(warmup, steps)]
+  for skip, count in runs:
+    params = fresh()
+    state = opt.init(fresh())
+    for n in range(skip + count):
+      grads = jax.block_until_ready(grad_fn(params, n))
+      start = time.perf_counter()
+      params, state = jax.block_until_ready(compiled(params, state, grads))
+      if n >= skip:
+        times.append(time.perf_counter() - start)
+        if isinstance(state, (ro.RamdaState, ro.ProximalState)):
+          iters.append(np.asarray(state.inner_iters)[regularized].mean())
+  summary = np.mean if regime == "early" else np.median
+  return {"time_s": float(summary(times)),
+          "inner_iters_per_leaf": float(np.mean(iters)) if iters else None,
           # XLA's buffer assignment: scratch memory of one step, beyond its
           # (donated) arguments and outputs.
           "temp_bytes": getattr(memory, "temp_size_in_bytes", None)}
@@ -159,8 +188,13 @@ def main():
   parser.add_argument("--model", choices=MODELS, default="vgg19")
   parser.add_argument("--variants", default="adam,madgrad,ramda,ramda_exact")
   parser.add_argument("--strength", type=float, default=1e-4)
-  parser.add_argument("--warmup", type=int, default=10)
-  parser.add_argument("--steps", type=int, default=20)
+  parser.add_argument("--regime", choices=("early", "late"), default="early")
+  parser.add_argument("--warmup", type=int, default=10,
+                      help="late regime: steps before timing")
+  parser.add_argument("--steps", type=int, default=5,
+                      help="steps timed per start (early) or in all (late)")
+  parser.add_argument("--starts", type=int, default=3,
+                      help="early regime: fresh starts")
   parser.add_argument("--json", default=None, help="write results here")
   parser.add_argument("--training-step", action="store_true",
                       help="time the mnist_cnn CNN's whole training step instead")
@@ -178,23 +212,30 @@ def main():
   shapes, groups = MODELS[args.model]()
   init, grad_fn = problem(shapes, groups)
   size = sum(x.size for x in jax.tree.leaves(init))
+  regularized = _regularized_leaves(groups, init)
   table = variants(groups, args.strength)
-  names = args.variants.split(",")
-  if "adam" not in names:
-    names = ["adam"] + names
-  print(f"{args.model}: {size / 1e6:.2f}M parameters, {jax.devices()[0].device_kind}")
+  names = [n for n in args.variants.split(",") if n != "adam"]
+  print(f"{args.model}: {size / 1e6:.2f}M parameters, "
+        f"{jax.devices()[0].device_kind}, {args.regime} regime, "
+        f"λ = {args.strength:g}")
+  timed = lambda name: time_variant(
+      table[name](), init, grad_fn, regularized, args.regime, args.warmup,
+      args.steps, args.starts)
   results = {}
   for name in names:
-    results[name] = time_variant(table[name](), init, grad_fn, args.warmup, args.steps)
-    r = results[name]
-    ratio = r["median_s"] / results["adam"]["median_s"]
-    its = "" if r["inner_iters"] is None else f"   inner iters/step {r['inner_iters']:.1f}"
+    adam, r = timed("adam"), timed(name)
+    r["adam_time_s"] = adam["time_s"]
+    results[name] = r
+    its = r["inner_iters_per_leaf"]
+    its = "" if its is None else f"   inner iters per leaf and step {its:5.1f}"
     temp = "" if r["temp_bytes"] is None else f"   scratch {r['temp_bytes'] / 2**20:7.1f} MiB"
-    print(f"{name:12s} {1e3 * r['median_s']:9.1f} ms   {ratio:6.2f}x adam{temp}{its}",
-          flush=True)
+    print(f"{name:16s} {1e3 * r['time_s']:9.1f} ms   "
+          f"{r['time_s'] / adam['time_s']:6.2f}x adam ({1e3 * adam['time_s']:.1f} ms)"
+          f"{temp}{its}", flush=True)
   if args.json:
     with open(args.json, "w") as f:
-      json.dump({"model": args.model, "parameters": size, "results": results}, f, indent=1)
+      json.dump({"model": args.model, "parameters": size, "regime": args.regime,
+                 "strength": args.strength, "results": results}, f, indent=1)
 
 
 if __name__ == "__main__":

@@ -8,13 +8,15 @@ and its building blocks, one module per stage of a step:
                                                              proximal)
 
 with the regularizers ψ (``regularizers``, aligned with params by
-``layouts``), the schedule (``schedules``) and state inspection
+``layouts``), solving a leaf in cache-sized blocks of groups (``blocks``),
+the schedule (``schedules``) and state inspection
 (``inspection``). Flax tooling (``groups``, ``compaction``), metrics
 (``structure``, ``identification``), data, debugging and sharding build on
 them; the algorithm itself does not import Flax.
 """
 
 from ramda_optax import accumulator
+from ramda_optax import blocks
 from ramda_optax import compaction
 from ramda_optax import datasets
 from ramda_optax import debugging
@@ -108,6 +110,7 @@ __all__ = (
     "accumulator",
     "adam_moments",
     "adamw_step_moments",
+    "blocks",
     "check_finite",
     "compact",
     "compaction",

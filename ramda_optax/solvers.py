@@ -24,6 +24,7 @@ from jax import lax
 
 from ramda_optax import _numerics
 from ramda_optax import _validation
+from ramda_optax import blocks
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.regularizers import Regularizer
@@ -63,6 +64,7 @@ class PGSolver(NamedTuple):
   max_iters: int
   rtol: float
   residual_tol: Any = None
+  block_bytes: int | None = None
   start = "params"  # the paper's warm start, the current parameters
 
   def solve(
@@ -81,8 +83,18 @@ class PGSolver(NamedTuple):
       count: 1-based step count t (for condition (7)'s ε_t).
 
     Returns:
-      ``(θ̂, iterations)``.
+      ``(θ̂, iterations)``; by blocks, the iterations of the block that took
+      most.
     """
+    if self.block_bytes is None:
+      return self._solve(penalty, sub, z0, count, self.rtol)
+    # Below a few ulps of Q, its decrease is rounding, not progress.
+    rtol = max(self.rtol, 4 * float(jnp.finfo(sub.linear.dtype).eps))
+    solve = lambda *args: self._solve(*args, rtol)
+    return blocks.solve_in_blocks(solve, penalty, sub, z0, count,
+                                  self.block_bytes)
+
+  def _solve(self, penalty, sub, z0, count, rtol):
     sub = sub._replace(metric=jnp.broadcast_to(sub.metric, sub.anchor.shape))
     a, v, p, tau = sub
     active, step, block_p = _screening(penalty, sub)
@@ -103,7 +115,7 @@ class PGSolver(NamedTuple):
     if self.residual_tol is None:
       def stop(j, z_prev, z, q_prev, q):
         del z_prev, z
-        return jnp.logical_and(j >= 2, (q_prev - q) / (jnp.abs(q) + 1) < self.rtol)
+        return jnp.logical_and(j >= 2, (q_prev - q) / (jnp.abs(q) + 1) < rtol)
     else:
       # Condition (7): (L + 1/η)‖z_j − z_{j−1}‖ ≤ ε_t and Q(z_j) ≤ Q(z0),
       # with Q over all blocks (screened ones contribute a constant).
@@ -149,7 +161,10 @@ class PGSolver(NamedTuple):
 
 
 def pg_solver(
-    max_iters: int = 100, rtol: float = 1e-8, residual_tol: Any = None
+    max_iters: int = 100,
+    rtol: float = 1e-8,
+    residual_tol: Any = None,
+    block_bytes: int | None = None,
 ) -> PGSolver:
   r"""The paper's inexact proximal-gradient subproblem solver.
 
@@ -170,10 +185,20 @@ def pg_solver(
   when every group is screened, no iteration runs. The nuclear norm has one
   block per leaf; the paper uses ``max_iters=5, rtol=1e-3`` for it.
 
+  With ``block_bytes`` the leaf is solved in blocks of whole groups, one
+  after another (:mod:`ramda_optax.blocks`): each block, at most
+  ``block_bytes`` per array, stays in cache through its iterations and
+  stops on its own decrease, with rtol at least 4 ulps of the dtype (below
+  that the decrease is rounding). Leaves whose groups span every axis are
+  solved whole.
+
   Args:
-    max_iters: most iterations per leaf and step, >= 1.
+    max_iters: most iterations per leaf (or block) and step, >= 1.
     rtol: relative-decrease tolerance, >= 0.
-    residual_tol: None, a number ε₀ > 0, or a schedule t -> ε_t.
+    residual_tol: None, a number ε₀ > 0, or a schedule t -> ε_t (per leaf
+      only).
+    block_bytes: None (per leaf, the paper's rule) or the bytes of one
+      array of a block, >= 1.
 
   Returns:
     A :class:`PGSolver`.
@@ -185,7 +210,15 @@ def pg_solver(
   _validation.check_range("rtol", rtol, 0.0)
   if residual_tol is not None:
     _validation.check_range("residual_tol", residual_tol, 0.0, low_open=True)
-  return PGSolver(max_iters=max_iters, rtol=float(rtol), residual_tol=residual_tol)
+  if block_bytes is not None:
+    _validation.check_int("block_bytes", block_bytes, 1)
+    if residual_tol is not None:
+      raise ValueError(
+          "pg_solver: residual_tol (condition (7), a test over the whole "
+          "leaf) cannot be combined with block_bytes; pass one of them."
+      )
+  return PGSolver(max_iters=max_iters, rtol=float(rtol),
+                  residual_tol=residual_tol, block_bytes=block_bytes)
 
 
 class ExactSolver(NamedTuple):
@@ -224,12 +257,29 @@ class ExactSolver(NamedTuple):
     sub = sub._replace(metric=jnp.broadcast_to(sub.metric, sub.anchor.shape))
     a, v, p, tau = sub
     b = p * a - v
-    kappa = tau * penalty.weight
-    active = penalty.screen(b, tau)
     b2 = b * b
-    group_sum = lambda x: jnp.sum(x, axis=penalty.axes, keepdims=True)
-    norm_b = jnp.sqrt(group_sum(b2))
-    p_max = penalty.block_max(p)
+    kappa = tau * penalty.weight
+    zero = jnp.zeros((), a.dtype)
+
+    def group_reduce(operands, inits, ops):
+      # One variadic reduction, a single pass over every operand: first over
+      # the trailing (contiguous) axes of the groups, then over the others
+      # in the small result, which XLA:CPU runs without relayout copies.
+      combine = lambda s, t: tuple(op(x, y) for op, x, y in zip(ops, s, t))
+      axes = penalty.axes
+      minor = tuple(d for d in axes if set(range(d, a.ndim)) <= set(axes))
+      out = lax.reduce(operands, inits, combine, minor) if minor else operands
+      rest = tuple(d for d in axes if d not in minor)  # (before the minor)
+      if rest:
+        out = lax.reduce(tuple(out), inits, combine, rest)
+      return [x.reshape(penalty.block_shape(a.shape)) for x in out]
+
+    sum_b2, p_max, sum_z2 = group_reduce(
+        (b2, p, z0 * z0), (zero, jnp.asarray(-jnp.inf, a.dtype), zero),
+        (lax.add, lax.max, lax.add),
+    )
+    norm_b = jnp.sqrt(sum_b2)
+    active = norm_b > kappa  # the screening test ‖b_g‖ > τ√|g|
     # f(r) = Σ b²/(P r + κ)² − 1 is convex and decreasing on r > 0, and its
     # root lies right of r₀ = (‖b‖ − κ)/max P, where f(r₀) >= 0. A Newton
     # step from any r >= r₀ lands left of the root (convexity), so clamping
@@ -237,15 +287,16 @@ class ExactSolver(NamedTuple):
     # Starting at the warm start's radius ‖z0_g‖ (the previous step's group
     # norm, close to the root) takes fewer passes than starting at r₀.
     lower = jnp.where(active, _numerics.safe_divide(norm_b - kappa, p_max), 0)
-    start = jnp.maximum(lower, penalty.norm(z0)) if self.warm_start else lower
+    start = jnp.maximum(lower, jnp.sqrt(sum_z2)) if self.warm_start else lower
     rtol = jnp.sqrt(jnp.finfo(a.dtype).eps)
 
     def newton(carry):
       j, r, _ = carry
-      inv = _numerics.safe_divide(1, p * r + kappa)
+      inv = 1 / (p * r + kappa)  # κ > 0 here: one reciprocal per entry
       b2_inv2 = b2 * inv * inv
-      f = group_sum(b2_inv2) - 1
-      df = 2 * group_sum(b2_inv2 * p * inv)  # −f'(r)
+      f, df = group_reduce((b2_inv2, b2_inv2 * p * inv), (zero, zero),
+                           (lax.add, lax.add))
+      f, df = f - 1, 2 * df  # f(r), −f'(r)
       delta = _numerics.safe_divide(f, df)
       # Near the root Newton's error after a step of δ is at most
       # (f''/2|f'|) δ² <= 1.5 δ²/r, as f''/|f'| <= 3/r: once |δ| <= √eps r,
@@ -261,8 +312,7 @@ class ExactSolver(NamedTuple):
       init = (jnp.zeros((), jnp.int32), jnp.where(active, start, 0),
               jnp.any(active))
       passes, r, _ = lax.while_loop(cond, newton, init)
-      theta = b * _numerics.safe_divide(r, p * r + kappa)
-      return jnp.where(active, theta, 0), passes
+      return jnp.where(active, b * r / (p * r + kappa), 0), passes
 
     return _unless_unregularized(sub, regularized)
 

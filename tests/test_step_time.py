@@ -1,0 +1,42 @@
+"""The step-time benchmark: its regimes and floors on a small problem."""
+
+import jax.numpy as jnp
+import numpy as np
+
+from benchmarks import step_time
+
+SHAPES = {"a": {"kernel": (3, 3, 4, 8), "bias": (8,)}, "b": {"kernel": (32, 6)}}
+GROUPS = {"a": {"kernel": (0, 1, 3), "bias": None}, "b": {"kernel": (1,)}}
+
+
+def _time(name, regime):
+  init, grad_fn = step_time.problem(SHAPES, GROUPS)
+  regularized = step_time._regularized_leaves(GROUPS, init)
+  opt = step_time.variants(GROUPS, 1e-4)[name]()
+  return step_time.time_variant(opt, init, grad_fn, regularized, regime,
+                                warmup=10, steps=3, starts=2)
+
+
+def test_early_regime_iterates_more_than_late():
+  early = _time("ramda", "early")
+  late = _time("ramda", "late")
+  assert early["inner_iters_per_leaf"] > late["inner_iters_per_leaf"] > 0
+  assert early["time_s"] > 0
+
+
+def test_floors_read_and_write_like_a_dual_averaging_step():
+  params = {"w": jnp.arange(6.0).reshape(2, 3)}
+  grads = {"w": jnp.ones((2, 3))}
+  for arithmetic in (False, True):
+    opt = step_time.floor(arithmetic)
+    state = opt.init(params)
+    updates, state = opt.update(grads, state, params)
+    v, u, anchor, theta = state
+    np.testing.assert_allclose(v["w"], 0.1)
+    np.testing.assert_allclose(u["w"], 0.1)
+    assert anchor["w"] is not params["w"]
+    p = np.cbrt(0.1) + 1e-6 if arithmetic else 0.1 + 1e-6
+    expected = params["w"] - (0.1 / p if arithmetic else 0.1 * p)
+    np.testing.assert_allclose(theta["w"], expected, rtol=1e-5)
+    np.testing.assert_allclose(updates["w"], 0.1 * (expected - params["w"]),
+                               rtol=1e-5)
