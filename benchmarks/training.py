@@ -166,7 +166,6 @@ def train_runs(task: Task, method: str, runs: Sequence[tuple[float, int]],
     return optax.apply_updates(params, updates), opt_state
 
   update = jax.jit(update, donate_argnums=(0, 1))
-  solution = jax.jit(ro.subproblem_solution)
   records = []
   for strength, seed in runs:
     start = time.perf_counter()
@@ -190,7 +189,7 @@ def train_runs(task: Task, method: str, runs: Sequence[tuple[float, int]],
       structure_w = compiled.structure(params)
       values = (jnp.mean(jnp.stack(losses)), compiled.metric(params, arrays),
                 structure_w,
-                compiled.structure(solution(opt_state, params))
+                compiled.structure(ro.subproblem_solution(opt_state, params))
                 if method in DUAL_AVERAGING else structure_w)
       for name, value in zip(history, values):
         history[name].append(float(value))
