@@ -188,6 +188,8 @@ def main():
   parser.add_argument("--model", choices=MODELS, default="vgg19")
   parser.add_argument("--variants", default="adam,madgrad,ramda,ramda_exact")
   parser.add_argument("--strength", type=float, default=1e-4)
+  parser.add_argument("--block-bytes", type=int, default=32 * 1024,
+                      help="ramda_pg_blocks: bytes of one array of a block")
   parser.add_argument("--regime", choices=("early", "late"), default="early")
   parser.add_argument("--warmup", type=int, default=10,
                       help="late regime: steps before timing")
@@ -213,7 +215,7 @@ def main():
   init, grad_fn = problem(shapes, groups)
   size = sum(x.size for x in jax.tree.leaves(init))
   regularized = _regularized_leaves(groups, init)
-  table = variants(groups, args.strength)
+  table = variants(groups, args.strength, args.block_bytes)
   names = [n for n in args.variants.split(",") if n != "adam"]
   print(f"{args.model}: {size / 1e6:.2f}M parameters, "
         f"{jax.devices()[0].device_kind}, {args.regime} regime, "

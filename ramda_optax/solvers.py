@@ -88,13 +88,16 @@ class PGSolver(NamedTuple):
     """
     if self.block_bytes is None:
       return self._solve(penalty, sub, z0, count, self.rtol)
-    # Below a few ulps of Q, its decrease is rounding, not progress.
+    # Below a few ulps of Q, its decrease is rounding, not progress. A
+    # block's test (Q_prev − Q)/(|Q| + share) < rtol, with share its part of
+    # the leaf, sums over the blocks to the leaf's test.
     rtol = max(self.rtol, 4 * float(jnp.finfo(sub.linear.dtype).eps))
-    solve = lambda *args: self._solve(*args, rtol)
+    solve = lambda penalty, block, z0, count: self._solve(
+        penalty, block, z0, count, rtol, block.anchor.size / sub.anchor.size)
     return blocks.solve_in_blocks(solve, penalty, sub, z0, count,
                                   self.block_bytes)
 
-  def _solve(self, penalty, sub, z0, count, rtol):
+  def _solve(self, penalty, sub, z0, count, rtol, unit=1.0):
     sub = sub._replace(metric=jnp.broadcast_to(sub.metric, sub.anchor.shape))
     a, v, p, tau = sub
     active, step, block_p = _screening(penalty, sub)
@@ -115,7 +118,8 @@ class PGSolver(NamedTuple):
     if self.residual_tol is None:
       def stop(j, z_prev, z, q_prev, q):
         del z_prev, z
-        return jnp.logical_and(j >= 2, (q_prev - q) / (jnp.abs(q) + 1) < rtol)
+        return jnp.logical_and(
+            j >= 2, (q_prev - q) / (jnp.abs(q) + unit) < rtol)
     else:
       # Condition (7): (L + 1/η)‖z_j − z_{j−1}‖ ≤ ε_t and Q(z_j) ≤ Q(z0),
       # with Q over all blocks (screened ones contribute a constant).
@@ -188,8 +192,9 @@ def pg_solver(
   With ``block_bytes`` the leaf is solved in blocks of whole groups, one
   after another (:mod:`ramda_optax.blocks`): each block, at most
   ``block_bytes`` per array, stays in cache through its iterations and
-  stops on its own decrease, with rtol at least 4 ulps of the dtype (below
-  that the decrease is rounding). Leaves whose groups span every axis are
+  stops on its own decrease, (Q_prev − Q)/(|Q| + share) < rtol with share
+  its fraction of the leaf's entries and rtol at least 4 ulps of the dtype
+  (below that the decrease is rounding). Leaves whose groups span every axis are
   solved whole.
 
   Args:

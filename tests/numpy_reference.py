@@ -161,8 +161,11 @@ def _unregularized_solution(a, v, p):
 # --------------------------------------------------------------------------
 # 2. Inexact proximal-gradient solver (the paper's Algorithm 2)
 # --------------------------------------------------------------------------
-def pg_solve(a, v, p, tau, z0, axes, max_iters=100, rtol=1e-8):
-    """Inexact PG on Q for one leaf.  Returns (theta, iters)."""
+def pg_solve(a, v, p, tau, z0, axes, max_iters=100, rtol=1e-8, unit=1.0):
+    """Inexact PG on Q for one leaf.  Returns (theta, iters).
+
+    Stops once (Q_prev − Q)/(|Q| + unit) < rtol; unit is 1 for a leaf and a
+    block's fraction of its leaf for a block."""
     a = np.asarray(a, dtype=np.float64)
     shape = a.shape
     if tau == 0:
@@ -205,7 +208,7 @@ def pg_solve(a, v, p, tau, z0, axes, max_iters=100, rtol=1e-8):
         q = Q_active(z)
         if j == max_iters:
             break
-        if j >= 2 and (q_prev - q) / (abs(q) + 1.0) < rtol:
+        if j >= 2 and (q_prev - q) / (abs(q) + unit) < rtol:
             break
         q_prev = q
     return _from_groups(z, shape, axes), j
@@ -541,7 +544,7 @@ def pg_solve_nuclear(a, v, p, tau, z0, max_iters=5, rtol=1e-3):
         q = subproblem_value(kind, z, a, v, p, tau)
         if j == max_iters:
             break
-        if j >= 2 and (q_prev - q) / (abs(q) + 1.0) < rtol:
+        if j >= 2 and (q_prev - q) / (abs(q) + unit) < rtol:
             break
         q_prev = q
     return z, j
