@@ -8,7 +8,9 @@ Every method of the package forms, per leaf, the model
 θ̂ ≈ argmin Q. A solver is an object with a ``solve(penalty, subproblem, z0,
 count)`` method working on one leaf and returning ``(θ̂, iterations)``;
 :func:`solve_tree` applies it to a pytree, handling unregularized leaves and
-penalties with a closed form.
+penalties with a closed form. The dual-averaging methods warm-start a solver
+at the current parameters, or at the previous θ̂ if its ``start`` attribute
+is ``"solution"``.
 
 Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Section 3,
 Algorithm 2 and App. A.
@@ -88,10 +90,10 @@ class PGSolver(NamedTuple):
     """
     if self.block_bytes is None:
       return self._solve(penalty, sub, z0, count, self.rtol)
-    # Below a few ulps of Q, its decrease is rounding, not progress. A
+    # Below the dtype's resolution the decrease of Q is rounding. A
     # block's test (Q_prev − Q)/(|Q| + share) < rtol, with share its part of
     # the leaf, sums over the blocks to the leaf's test.
-    rtol = max(self.rtol, 4 * float(jnp.finfo(sub.linear.dtype).eps))
+    rtol = max(self.rtol, float(jnp.finfo(sub.linear.dtype).eps))
     solve = lambda penalty, block, z0, count: self._solve(
         penalty, block, z0, count, rtol, block.anchor.size / sub.anchor.size)
     return blocks.solve_in_blocks(solve, penalty, sub, z0, count,
@@ -193,7 +195,7 @@ def pg_solver(
   after another (:mod:`ramda_optax.blocks`): each block, at most
   ``block_bytes`` per array, stays in cache through its iterations and
   stops on its own decrease, (Q_prev − Q)/(|Q| + share) < rtol with share
-  its fraction of the leaf's entries and rtol at least 4 ulps of the dtype
+  its fraction of the leaf's entries and rtol at least the dtype's eps
   (below that the decrease is rounding). Leaves whose groups span every axis are
   solved whole.
 

@@ -1,7 +1,10 @@
 """The dual-average accumulator and the preconditioners, on their own."""
 
+from typing import NamedTuple
+
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import ramda_optax as ro
@@ -83,3 +86,28 @@ def test_sqrt_count_preconditioner(x64):
       damping=jnp.asarray(0.0),
   )
   assert float(pre.update({"w": jnp.ones(2)}, (), step)[1]) == 3.0
+
+
+class _Shift(NamedTuple):
+  """A solver returning its warm start plus one."""
+
+  start: str
+
+  def solve(self, penalty, sub, z0, count):
+    del penalty, sub, count
+    return z0 + 1, jnp.ones((), jnp.int32)
+
+
+@pytest.mark.parametrize("start, second", [("params", 1.1), ("solution", 2.0)])
+def test_solvers_choose_their_warm_start(start, second):
+  """θ̂₁ = W₀ + 1 either way; then W₁ = W₀ + 0.1, so θ̂₂ is W₁ + 1 from the
+  parameters and θ̂₁ + 1 from the previous solution."""
+  params = {"w": jnp.zeros((2, 3))}
+  opt = ro.ramda(1e-2, regularizer=ro.group_lasso(1e-3, {"w": (1,)}),
+                 solver=_Shift(start))
+  state = opt.init(params)
+  grads = {"w": jnp.ones((2, 3))}
+  for _ in range(2):
+    updates, state = opt.update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  np.testing.assert_allclose(state.solution["w"], second, rtol=1e-6)
