@@ -266,26 +266,8 @@ class ExactSolver(NamedTuple):
     b = p * a - v
     b2 = b * b
     kappa = tau * penalty.weight
-    zero = jnp.zeros((), a.dtype)
-
-    def group_reduce(operands, inits, ops):
-      # One variadic reduction, a single pass over every operand: first over
-      # the trailing (contiguous) axes of the groups, then over the others
-      # in the small result, which XLA:CPU runs without relayout copies.
-      combine = lambda s, t: tuple(op(x, y) for op, x, y in zip(ops, s, t))
-      axes = penalty.axes
-      minor = tuple(d for d in axes if set(range(d, a.ndim)) <= set(axes))
-      out = lax.reduce(operands, inits, combine, minor) if minor else operands
-      rest = tuple(d for d in axes if d not in minor)  # (before the minor)
-      if rest:
-        out = lax.reduce(tuple(out), inits, combine, rest)
-      return [x.reshape(penalty.block_shape(a.shape)) for x in out]
-
-    sum_b2, p_max, sum_z2 = group_reduce(
-        (b2, p, z0 * z0), (zero, jnp.asarray(-jnp.inf, a.dtype), zero),
-        (lax.add, lax.max, lax.add),
-    )
-    norm_b = jnp.sqrt(sum_b2)
+    group_sum = lambda x: jnp.sum(x, axis=penalty.axes, keepdims=True)
+    norm_b = jnp.sqrt(group_sum(b2))
     active = norm_b > kappa  # the screening test ‖b_g‖ > τ√|g|
     # f(r) = Σ b²/(P r + κ)² − 1 is convex and decreasing on r > 0, and its
     # root lies right of r₀ = (‖b‖ − κ)/max P, where f(r₀) >= 0. A Newton
@@ -293,17 +275,17 @@ class ExactSolver(NamedTuple):
     # it at r₀ keeps every later iterate left of the root, increasing to it.
     # Starting at the warm start's radius ‖z0_g‖ (the previous step's group
     # norm, close to the root) takes fewer passes than starting at r₀.
-    lower = jnp.where(active, _numerics.safe_divide(norm_b - kappa, p_max), 0)
-    start = jnp.maximum(lower, jnp.sqrt(sum_z2)) if self.warm_start else lower
+    lower = jnp.where(
+        active, _numerics.safe_divide(norm_b - kappa, penalty.block_max(p)), 0)
+    start = jnp.maximum(lower, penalty.norm(z0)) if self.warm_start else lower
     rtol = jnp.sqrt(jnp.finfo(a.dtype).eps)
 
     def newton(carry):
       j, r, _ = carry
       inv = 1 / (p * r + kappa)  # κ > 0 here: one reciprocal per entry
       b2_inv2 = b2 * inv * inv
-      f, df = group_reduce((b2_inv2, b2_inv2 * p * inv), (zero, zero),
-                           (lax.add, lax.add))
-      f, df = f - 1, 2 * df  # f(r), −f'(r)
+      f = group_sum(b2_inv2) - 1
+      df = 2 * group_sum(b2_inv2 * p * inv)  # −f'(r)
       delta = _numerics.safe_divide(f, df)
       # Near the root Newton's error after a step of δ is at most
       # (f''/2|f'|) δ² <= 1.5 δ²/r, as f''/|f'| <= 3/r: once |δ| <= √eps r,
