@@ -61,13 +61,17 @@ class PGSolver(NamedTuple):
     residual_tol: None for the relative-decrease rule, else ε_t of the
       paper's condition (7): a number ε₀ (used as ε₀ / t^0.51) or a schedule
       of the 1-based step count t.
+    block_bytes: None to solve a leaf whole (the paper's rule), else the
+      bytes of one array of a block of whole groups solved on its own.
+    start: the warm start it asks of the dual-averaging methods: the current
+      parameters, as the paper does.
   """
 
   max_iters: int
   rtol: float
   residual_tol: Any = None
   block_bytes: int | None = None
-  start = "params"  # the paper's warm start, the current parameters
+  start = "params"
 
   def solve(
       self,
@@ -196,8 +200,8 @@ def pg_solver(
   ``block_bytes`` per array, stays in cache through its iterations and
   stops on its own decrease, (Q_prev − Q)/(|Q| + share) < rtol with share
   its fraction of the leaf's entries and rtol at least the dtype's eps
-  (below that the decrease is rounding). Leaves whose groups span every axis are
-  solved whole.
+  (below that the decrease is rounding). Leaves whose groups span every
+  axis are solved whole.
 
   Args:
     max_iters: most iterations per leaf (or block) and step, >= 1.
