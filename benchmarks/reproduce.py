@@ -149,7 +149,7 @@ def report_only(args: argparse.Namespace) -> dict[str, Any]:
                 if path.stem != "frontiers"}
   for name, results in everything.items():
     print(f"== {shown(out / name)}.json: {results['command']}\n")
-    print(report.terminal_summary(results))
+    print(report.terminal_summary(results, report.load_frontiers(out)))
   write_reports(out, page, args.update_readme)
   print(f"Report: {shown(page)}"
         + ("; README results block rewritten" if args.update_readme else ""))
@@ -215,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> dict[str, Any]:
   for task_name, result in results["tasks"].items():
     plots.plot_task(task_name, result, out / f"{name}_{task_name}.png")
   write_reports(out, page, args.update_readme)
-  print(f"\n{report.terminal_summary(results)}")
+  print(f"\n{report.terminal_summary(results, report.load_frontiers(out))}")
   if args.quick:
     print("--quick trains a few epochs on part of the data, far from the "
           "paper's settings, so its verdicts say little; the full run's are "

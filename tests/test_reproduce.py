@@ -115,8 +115,10 @@ def test_report_only_rebuilds_the_reports_without_training(tmp_path, capsys):
   assert page == report.results_page(tmp_path, ".", str(tmp_path.resolve()))
   assert "![mlp](all_mlp.png)" in page
   printed = capsys.readouterr().out
-  assert "reversed: structure RMDA vs RAMDA" in printed
-  assert "no counterpart in the paper" in printed
+  for name in ("logreg", "mlp", "cnn", "transformer"):
+    assert f"\n{name}: seeds [0, 1, 2]" in printed
+  assert printed.count("vs paper, structure:") == 2  # logreg and mlp
+  assert printed.count("no counterpart in the paper") == 2
 
 
 def test_the_default_output_is_ignored_and_committing_is_explicit():
