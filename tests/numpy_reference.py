@@ -544,7 +544,7 @@ def pg_solve_nuclear(a, v, p, tau, z0, max_iters=5, rtol=1e-3):
         q = subproblem_value(kind, z, a, v, p, tau)
         if j == max_iters:
             break
-        if j >= 2 and (q_prev - q) / (abs(q) + unit) < rtol:
+        if j >= 2 and (q_prev - q) / (abs(q) + 1.0) < rtol:
             break
         q_prev = q
     return z, j
