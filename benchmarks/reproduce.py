@@ -5,20 +5,21 @@ except the transformer, which models characters of Python's own source:
 
   logreg       784→10 logistic regression, input-wise group lasso (Table 1)
   mlp          the paper's 7-layer MLP with the nuclear norm (low rank)
-  cnn          a small CNN, channel-/input-wise group lasso, then compaction
+  cnn          the paper authors' LeNet, group lasso, then compaction
   transformer  a 2-layer character-level Transformer, input-wise group lasso
 
 ``--task vgg19_cifar10`` (also ``vgg19_cifar100``, ``resnet50_cifar10``,
 ``resnet50_cifar100``) forwards the whole command line to
 :mod:`benchmarks.full_scale`, the paper's CIFAR experiments at full scale.
 
-Each run trains the chosen methods with the paper's stage-wise schedule and
+Each run trains the chosen methods with the paper's per-method learning
+rate, λ and c (``benchmarks.tasks``) under its stage-wise schedule, and
 records, every epoch, the validation accuracy (or perplexity) and the
 weighted group sparsity (or low-rank level) of the weights W and, for
 RAMDA/RMDA, of the subproblem solution θ̂.
 
-    python -m benchmarks.reproduce --quick   # every task, reduced (3.4–8.4 min measured, cores busy)
-    python -m benchmarks.reproduce --all     # every task, full settings
+    python -m benchmarks.reproduce --quick   # every task, reduced (3.1 min measured, cores busy)
+    python -m benchmarks.reproduce --all     # every task, 3 seeds (52 min measured, cores busy)
     python -m benchmarks.reproduce --task logreg \\
         --methods ramda,rmda,proxgen,prox_ssi,prox_sgd --seeds 0,1,2
 
