@@ -84,6 +84,17 @@ def variants(groups: dict, strength: float,
           1e-2, regularizer=reg, solver=ro.pg_solver(block_bytes=block_bytes)),
       "ramda_exact_cold": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.exact_solver(warm_start=False)),
+      "ramda_exact_blocks": lambda: ro.ramda(
+          1e-2, regularizer=reg, solver=ro.exact_solver(block_bytes=block_bytes)),
+      "ramda_pallas": lambda: ro.ramda(
+          1e-2, regularizer=reg,
+          solver=ro.pg_solver(block_bytes=block_bytes, backend="pallas")),
+      "ramda_exact_pallas": lambda: ro.ramda(
+          1e-2, regularizer=reg,
+          solver=ro.exact_solver(block_bytes=block_bytes, backend="pallas")),
+      "proxgen_pallas": lambda: ro.proxgen(
+          1e-3, regularizer=reg,
+          solver=ro.pg_solver(block_bytes=block_bytes, backend="pallas")),
       "floor_memory": lambda: floor(False),
       "floor_compute": lambda: floor(True),
   }
@@ -189,7 +200,7 @@ def main():
   parser.add_argument("--variants", default="adam,madgrad,ramda,ramda_exact")
   parser.add_argument("--strength", type=float, default=1e-4)
   parser.add_argument("--block-bytes", type=int, default=32 * 1024,
-                      help="ramda_pg_blocks: bytes of one array of a block")
+                      help="blocked variants: bytes of one array of a block")
   parser.add_argument("--regime", choices=("early", "late"), default="early")
   parser.add_argument("--warmup", type=int, default=10,
                       help="late regime: steps before timing")

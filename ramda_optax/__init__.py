@@ -8,11 +8,12 @@ and its building blocks, one module per stage of a step:
                                                              proximal)
 
 with the regularizers ψ (``regularizers``, aligned with params by
-``layouts``), solving a leaf in cache-sized blocks of groups (``blocks``),
-the schedule (``schedules``) and state inspection
-(``inspection``). Flax tooling (``groups``, ``compaction``), metrics
-(``structure``, ``identification``), data, debugging and sharding build on
-them; the algorithm itself does not import Flax.
+``layouts``), solving a leaf in cache-sized blocks of groups (``blocks``,
+or one Pallas program per block: ``group_kernels``), the schedule
+(``schedules``) and state inspection (``inspection``). Flax tooling
+(``groups``, ``compaction``), metrics (``structure``, ``identification``),
+data, debugging and sharding build on them; the algorithm itself does not
+import Flax.
 """
 
 from ramda_optax import accumulator
@@ -21,6 +22,7 @@ from ramda_optax import compaction
 from ramda_optax import datasets
 from ramda_optax import debugging
 from ramda_optax import dual_averaging
+from ramda_optax import group_kernels
 from ramda_optax import groups
 from ramda_optax import identification
 from ramda_optax import inspection
@@ -118,6 +120,7 @@ __all__ = (
     "datasets",
     "debugging",
     "dual_averaging",
+    "group_kernels",
     "ema_momentum",
     "exact_solver",
     "group_lasso",

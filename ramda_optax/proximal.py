@@ -172,6 +172,7 @@ def prox_ssi(
     b2: float = 0.999,
     eps: float = 1e-6,
     regularizer: Regularizer | None = None,
+    solver: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
   r"""ProxSSI: the authors' AdamW step, then the exact prox in Adam's metric.
 
@@ -189,6 +190,8 @@ def prox_ssi(
     b2: second-moment decay in [0, 1).
     eps: ε ≥ 0.
     regularizer: λψ (group lasso or ℓ1), or None.
+    solver: :func:`ramda_optax.exact_solver` by default (its blocked or
+      kernel forms, or another solver, may be passed).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -201,7 +204,7 @@ def prox_ssi(
       learning_rate,
       statistics=adamw_step_moments(b1, b2, eps),
       regularizer=regularizer,
-      solver=solvers.exact_solver(),
+      solver=solvers.exact_solver() if solver is None else solver,
       name="prox_ssi",
   )
 

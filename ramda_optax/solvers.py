@@ -27,6 +27,7 @@ from jax import lax
 from ramda_optax import _numerics
 from ramda_optax import _validation
 from ramda_optax import blocks
+from ramda_optax import group_kernels
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.regularizers import Regularizer
@@ -42,6 +43,35 @@ def _unless_unregularized(sub: Subproblem, solve):
       sub.threshold > 0, solve,
       lambda: (unregularized_solution(sub), jnp.zeros((), jnp.int32)),
   )
+
+
+def _kernel_view(backend: str, penalty: LeafPenalty,
+                 sub: Subproblem) -> group_kernels.View | None:
+  """The leaf's (A, G, B) view when its blocks run as a Pallas kernel, else
+  None (the XLA backend, or a penalty the kernels do not cover)."""
+  if backend != "pallas":
+    return None
+  return group_kernels.leaf_view(penalty, sub.anchor.shape)
+
+
+def _in_kernel(sub: Subproblem, solve):
+  """``solve()`` (a kernel, which runs no iteration when τ = 0) where τ > 0,
+  else the closed form a − v/P: a select, not a branch, which on a GPU
+  would wait for τ on the host."""
+  theta, iters = solve()
+  regularized = sub.threshold > 0
+  return (jnp.where(regularized, theta, unregularized_solution(sub)),
+          jnp.where(regularized, iters, 0))
+
+
+def _check_backend(backend: str, block_bytes: int | None) -> None:
+  if backend not in ("xla", "pallas"):
+    raise ValueError(f"backend must be 'xla' or 'pallas'; got {backend!r}.")
+  if backend == "pallas" and block_bytes is None:
+    raise ValueError(
+        "backend='pallas' runs one kernel program per block of groups; "
+        "pass block_bytes (the bytes of one array of a block), e.g. 32768."
+    )
 
 
 def _screening(penalty, sub):
@@ -63,6 +93,8 @@ class PGSolver(NamedTuple):
       of the 1-based step count t.
     block_bytes: None to solve a leaf whole (the paper's rule), else the
       bytes of one array of a block of whole groups solved on its own.
+    backend: how blocks run: "xla" (one after another, a loop) or
+      "pallas" (one kernel program per block; see ``pg_solver``).
     start: the warm start it asks of the dual-averaging methods: the current
       parameters, as the paper does.
   """
@@ -71,6 +103,7 @@ class PGSolver(NamedTuple):
   rtol: float
   residual_tol: Any = None
   block_bytes: int | None = None
+  backend: str = "xla"
   start = "params"
 
   def solve(
@@ -98,6 +131,10 @@ class PGSolver(NamedTuple):
     # block's test (Q_prev − Q)/(|Q| + share) < rtol, with share its part of
     # the leaf, sums over the blocks to the leaf's test.
     rtol = max(self.rtol, float(jnp.finfo(sub.linear.dtype).eps))
+    view = _kernel_view(self.backend, penalty, sub)
+    if view is not None:
+      return _in_kernel(sub, lambda: group_kernels.solve_pg(
+          penalty, sub, z0, view, self.block_bytes, self.max_iters, rtol))
     solve = lambda penalty, block, z0, count: self._solve(
         penalty, block, z0, count, rtol, block.anchor.size / sub.anchor.size)
     return blocks.solve_in_blocks(solve, penalty, sub, z0, count,
@@ -175,6 +212,7 @@ def pg_solver(
     rtol: float = 1e-8,
     residual_tol: Any = None,
     block_bytes: int | None = None,
+    backend: str = "xla",
 ) -> PGSolver:
   r"""The paper's inexact proximal-gradient subproblem solver.
 
@@ -201,7 +239,11 @@ def pg_solver(
   stops on its own decrease, (Q_prev − Q)/(|Q| + share) < rtol with share
   its fraction of the leaf's entries and rtol at least the dtype's eps
   (below that the decrease is rounding). Leaves whose groups span every
-  axis are solved whole.
+  axis are solved whole. ``backend="pallas"`` runs every block of a
+  group-lasso leaf as one program of a Pallas kernel
+  (:mod:`ramda_optax.group_kernels`: on a GPU the block stays in registers
+  through its iterations; elsewhere Pallas' interpreter runs it); other
+  leaves take the XLA loop.
 
   Args:
     max_iters: most iterations per leaf (or block) and step, >= 1.
@@ -210,6 +252,7 @@ def pg_solver(
       only).
     block_bytes: None (per leaf, the paper's rule) or the bytes of one
       array of a block, >= 1.
+    backend: "xla" or "pallas" (needs ``block_bytes``).
 
   Returns:
     A :class:`PGSolver`.
@@ -228,8 +271,10 @@ def pg_solver(
           "pg_solver: residual_tol (condition (7), a test over the whole "
           "leaf) cannot be combined with block_bytes; pass one of them."
       )
+  _check_backend(backend, block_bytes)
   return PGSolver(max_iters=max_iters, rtol=float(rtol),
-                  residual_tol=residual_tol, block_bytes=block_bytes)
+                  residual_tol=residual_tol, block_bytes=block_bytes,
+                  backend=backend)
 
 
 class ExactSolver(NamedTuple):
@@ -239,12 +284,17 @@ class ExactSolver(NamedTuple):
     max_iters: most Newton passes per leaf and step.
     warm_start: start at the warm start's group radii (else at the lower
       bound r₀ of the root).
+    block_bytes: None to solve a leaf whole, else the bytes of one array
+      of a block of whole groups solved on its own.
+    backend: how blocks run: "xla" (a loop) or "pallas" (a kernel).
     start: the warm start it asks of the dual-averaging methods: the
       previous solution θ̂, whose radii are closest to the new ones.
   """
 
   max_iters: int
   warm_start: bool = True
+  block_bytes: int | None = None
+  backend: str = "xla"
   start = "solution"
 
   def check(self, penalty: LeafPenalty) -> None:
@@ -262,9 +312,21 @@ class ExactSolver(NamedTuple):
       count: jax.Array,
   ) -> tuple[jax.Array, jax.Array]:
     """Solves Q exactly on one group-norm leaf, starting Newton at the group
-    radii of ``z0`` where they are valid; returns ``(θ̂, passes)``."""
-    del count
+    radii of ``z0`` where they are valid; returns ``(θ̂, passes)`` (by
+    blocks, the passes of the block that took most)."""
     self.check(penalty)
+    if self.block_bytes is None:
+      return self._solve(penalty, sub, z0, count)
+    view = _kernel_view(self.backend, penalty, sub)
+    if view is not None:
+      return _in_kernel(sub, lambda: group_kernels.solve_newton(
+          penalty, sub, z0, view, self.block_bytes, self.max_iters,
+          self.warm_start))
+    return blocks.solve_in_blocks(self._solve, penalty, sub, z0, count,
+                                  self.block_bytes)
+
+  def _solve(self, penalty, sub, z0, count):
+    del count
     sub = sub._replace(metric=jnp.broadcast_to(sub.metric, sub.anchor.shape))
     a, v, p, tau = sub
     b = p * a - v
@@ -310,7 +372,12 @@ class ExactSolver(NamedTuple):
     return _unless_unregularized(sub, regularized)
 
 
-def exact_solver(max_iters: int = 50, warm_start: bool = True) -> ExactSolver:
+def exact_solver(
+    max_iters: int = 50,
+    warm_start: bool = True,
+    block_bytes: int | None = None,
+    backend: str = "xla",
+) -> ExactSolver:
   r"""The exact group-lasso subproblem solution, by Newton on the group radius.
 
   After screening, a group's solution is θ_i = b_i r / (P_i r + κ) with
@@ -320,11 +387,16 @@ def exact_solver(max_iters: int = 50, warm_start: bool = True) -> ExactSolver:
   previous solution's, close to the root) or at r₀; every step is clamped
   at r₀, so that after at most one step it increases monotonically to the
   root. It runs vectorised over groups until no radius moves by more than a
-  few ulps or after ``max_iters`` passes.
+  few ulps or after ``max_iters`` passes; with ``block_bytes``, block by
+  block, each block stopping on its own radii (as ``pg_solver``'s blocks,
+  ``backend="pallas"`` making each block a program of a Pallas kernel).
 
   Args:
-    max_iters: most Newton passes per leaf and step, >= 1.
+    max_iters: most Newton passes per leaf (or block) and step, >= 1.
     warm_start: start at the warm start's group radii (True) or at r₀.
+    block_bytes: None (whole leaves) or the bytes of one array of a block,
+      >= 1.
+    backend: "xla" or "pallas" (needs ``block_bytes``).
 
   Returns:
     An :class:`ExactSolver`.
@@ -334,7 +406,11 @@ def exact_solver(max_iters: int = 50, warm_start: bool = True) -> ExactSolver:
     proximal gradient methods for structured neural networks, NeurIPS 2021.
   """
   _validation.check_int("max_iters", max_iters, 1)
-  return ExactSolver(max_iters=max_iters, warm_start=bool(warm_start))
+  if block_bytes is not None:
+    _validation.check_int("block_bytes", block_bytes, 1)
+  _check_backend(backend, block_bytes)
+  return ExactSolver(max_iters=max_iters, warm_start=bool(warm_start),
+                     block_bytes=block_bytes, backend=backend)
 
 
 class ProxSolver(NamedTuple):

@@ -57,30 +57,38 @@ def test_fixed_iterations_equal_the_whole_leaf(problem, block_bytes, iters):
 @example(_subproblem((7, 2, 3), (1, 2), 4, False, "quantile"), 100, 1e-8)
 @example(_subproblem((6, 3), (1,), 5, False, "quantile"), 48, 1e-4)
 def test_every_block_stops_on_its_own_decrease(problem, block_bytes, rtol):
-  """Each block is the float64 reference's solve of that block alone (its
-  own stopping test, its share of the leaf's, its own iterations), decreases its objective from the screened warm
-  start, and leaves its screened groups at exactly 0."""
-  shape, axes, a, v, p, tau, z0 = problem
-  weight = math.sqrt(math.prod(shape[i] for i in axes))
+  """Each block is the float64 reference's solve of that block alone (see
+  :func:`check_each_block_alone`)."""
+  shape, axes = problem[:2]
   with jax.enable_x64(True):
     solver = ro.pg_solver(50, rtol, block_bytes=block_bytes)
     z, iters = _solve(solver, *problem)
-    parts = _blocks(shape, axes, block_bytes) or [(slice(None),)]
-    most = 0
-    for index in parts:
-      part = [x[index] for x in (a, v, p)]
-      alone, its = ref.pg_solve(*part, tau, z0[index], axes, 50,
-                                max(rtol, np.finfo(float).eps),
-                                unit=part[0].size / a.size)
-      np.testing.assert_allclose(z[index], alone, rtol=1e-12, atol=1e-12)
-      most = max(most, its)
-      b = part[2] * part[0] - part[1]
-      screened = np.sqrt(np.sum(b * b, axis=axes, keepdims=True)) <= tau * weight
-      start = np.where(screened, 0.0, z0[index])
-      assert np.all(np.where(screened, z[index], 0.0) == 0.0)
-      assert (_objective(z[index], *part, tau, axes, weight)
-              <= _objective(start, *part, tau, axes, weight) + 1e-12)
-    assert iters == most
+  parts = _blocks(shape, axes, block_bytes) or [(slice(None),)]
+  check_each_block_alone(problem, z, iters, parts, rtol)
+
+
+def check_each_block_alone(problem, z, iters, parts, rtol):
+  """``z`` on each block (an index tuple of ``parts``) is the float64
+  reference's solve of that block alone, with its share of the leaf's
+  test; it decreases the block's objective from the screened warm start and
+  keeps screened groups at 0; ``iters`` is the most any block took."""
+  shape, axes, a, v, p, tau, z0 = problem
+  weight = math.sqrt(math.prod(shape[i] for i in axes))
+  most = 0
+  for index in parts:
+    part = [x[index] for x in (a, v, p)]
+    alone, its = ref.pg_solve(*part, tau, z0[index], axes, 50,
+                              max(rtol, np.finfo(float).eps),
+                              unit=part[0].size / a.size)
+    np.testing.assert_allclose(z[index], alone, rtol=1e-12, atol=1e-12)
+    most = max(most, its)
+    b = part[2] * part[0] - part[1]
+    screened = np.sqrt(np.sum(b * b, axis=axes, keepdims=True)) <= tau * weight
+    start = np.where(screened, 0.0, z0[index])
+    assert np.all(np.where(screened, z[index], 0.0) == 0.0)
+    assert (_objective(z[index], *part, tau, axes, weight)
+            <= _objective(start, *part, tau, axes, weight) + 1e-12)
+  assert iters == most
 
 
 def test_blocked_solver_rejects_condition7_and_bad_sizes():
@@ -90,7 +98,10 @@ def test_blocked_solver_rejects_condition7_and_bad_sizes():
     ro.pg_solver(block_bytes=0)
 
 
-def test_nuclear_norm_leaves_are_solved_whole():
+@pytest.mark.parametrize("backend", ["xla", "pallas"])
+def test_nuclear_norm_leaves_are_solved_whole(backend):
+  """One group per leaf: no blocks (the kernels do not cover the nuclear
+  norm either)."""
   rng = np.random.default_rng(0)
   a, v = rng.normal(size=(2, 6, 4))
   p = rng.uniform(0.5, 2, size=(6, 4))
@@ -98,7 +109,7 @@ def test_nuclear_norm_leaves_are_solved_whole():
                       jnp.float32(0.3))
   z0 = jnp.asarray(a, jnp.float32)
   whole = ro.pg_solver(5, 1e-3).solve(ro.NuclearNorm(), sub, z0, 1)
-  blocked = ro.pg_solver(5, 1e-3, block_bytes=8).solve(
+  blocked = ro.pg_solver(5, 1e-3, block_bytes=8, backend=backend).solve(
       ro.NuclearNorm(), sub, z0, 1)
   np.testing.assert_array_equal(whole[0], blocked[0])
   assert int(whole[1]) == int(blocked[1])

@@ -1,0 +1,232 @@
+"""Group-lasso subproblems solved by a Pallas kernel, one program per block.
+
+A leaf whose groups are the indices of one axis is viewed as an array of
+shape (A, G, B), the g-th group being ``x[:, g, :]``: a conv kernel
+(kh, kw, in, out) grouped per input channel is (kh·kw, in, out), a dense
+kernel grouped per input feature is (1, in, out). Each program of the
+kernel loads a block of whole groups (its A rows, each a (groups, B) tile,
+B padded to a power of two and masked) once, runs the whole solve on it in
+registers, stopping on its own progress, and writes θ̂ once: the leaf
+crosses memory twice, whatever the number of iterations.
+
+On a GPU the kernel compiles through Triton; elsewhere it runs in Pallas'
+interpret mode, which is what the tests compare with the XLA solvers of
+:mod:`ramda_optax.solvers`.
+
+Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Section 3,
+Algorithm 2 (proximal gradient) and App. A (screening).
+"""
+
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+from jax.experimental import pallas as pl
+from jax.experimental.pallas import triton as plt
+
+from ramda_optax.regularizers import GroupNorm
+from ramda_optax.regularizers import LeafPenalty
+from ramda_optax.subproblem import Subproblem
+
+# Above this many rows per group the unrolled loads make the kernel too
+# large to compile quickly; such leaves take the XLA path.
+MAX_ROWS = 32
+
+View = tuple[int, int, int]
+
+
+def leaf_view(penalty: LeafPenalty, shape: tuple[int, ...]) -> View | None:
+  """(A, G, B) such that ``x.reshape(A, G, B)[:, g, :]`` is group g, or None
+  when the penalty is not a group norm over all axes but one (or has more
+  than ``MAX_ROWS`` rows per group)."""
+  if not isinstance(penalty, GroupNorm) or not shape:
+    return None
+  free = [d for d in range(len(shape)) if d not in penalty.axes]
+  if len(free) != 1:
+    return None
+  k = free[0]
+  view = math.prod(shape[:k]), shape[k], math.prod(shape[k + 1:])
+  return view if view[0] <= MAX_ROWS else None
+
+
+def groups_per_block(view: View, itemsize: int, block_bytes: int) -> int:
+  """The power of two of groups per program with at most ``block_bytes``
+  per array (at least one group, at most the leaf's groups rounded up)."""
+  rows, groups, cols = view
+  per_group = rows * pl.next_power_of_2(cols) * itemsize
+  fit = max(1, block_bytes // per_group)
+  return min(1 << (fit.bit_length() - 1), pl.next_power_of_2(groups))
+
+
+def _safe_divide(x, y):
+  positive = y > 0
+  return jnp.where(positive, x / jnp.where(positive, y, 1), 0)
+
+
+def _block_solver(body: Callable, view: View, groups: int) -> Callable:
+  """A ``pallas_call`` over blocks of ``groups`` groups of a leaf of shape
+  ``view``. ``body(tau, rows, share)`` gets the block's rows (per input,
+  a list of A masked (groups, B') tiles) and returns (θ̂ rows, iterations)."""
+  a_rows, num_groups, cols = view
+  width = pl.next_power_of_2(cols)
+
+  def kernel(tau_ref, *refs):
+    inputs, (theta_ref, iters_ref) = refs[:-2], refs[-2:]
+    first = pl.program_id(0) * groups
+    index = first + lax.broadcasted_iota(jnp.int32, (groups, width), 0)
+    column = lax.broadcasted_iota(jnp.int32, (groups, width), 1)
+    mask = (index < num_groups) & (column < cols)
+    # int32 indices throughout (the interpreter wants one index type).
+    at = lambda ref, r: ref.at[jnp.int32(r), pl.ds(first, groups),
+                               pl.ds(jnp.int32(0), width)]
+    rows = [[plt.load(at(ref, r), mask=mask, other=0) for r in range(a_rows)]
+            for ref in inputs]
+    # The block's part of the leaf, for its relative stopping test.
+    share = (jnp.minimum(num_groups - first, groups).astype(tau_ref.dtype)
+             / num_groups)
+    theta, iters = body(tau_ref[0], rows, share)
+    for r in range(a_rows):
+      plt.store(at(theta_ref, r), theta[r], mask=mask)
+    iters_ref[pl.program_id(0)] = iters
+
+  return kernel
+
+
+def _group_sum(rows):
+  return functools.reduce(jnp.add, [jnp.sum(x, axis=1) for x in rows])
+
+
+def _group_max(rows):
+  return functools.reduce(jnp.maximum, [jnp.max(x, axis=1) for x in rows])
+
+
+def _any(mask):
+  return jnp.sum(jnp.where(mask, 1, 0)) > 0
+
+
+def _pg_body(weight: float, max_iters: int, rtol: float):
+  """The proximal-gradient solve of one block (see ``pg_solver``)."""
+
+  def body(tau, rows, share):
+    a, v, p, z0 = rows
+    zero = jnp.zeros((), tau.dtype)
+    b = [pi * ai - vi for pi, ai, vi in zip(p, a, v)]
+    active = jnp.sqrt(_group_sum([x * x for x in b])) > tau * weight
+    step = _safe_divide(jnp.ones((), tau.dtype), _group_max(p))[:, None]
+    on = active[:, None]
+
+    def pg_step(z):
+      y = [zi - step * (vi + pi * (zi - ai))
+           for zi, vi, pi, ai in zip(z, v, p, a)]
+      norm = jnp.sqrt(_group_sum([x * x for x in y]))
+      shrunk = jnp.maximum(norm - step[:, 0] * tau * weight, 0)
+      scale = _safe_divide(shrunk, norm)[:, None]
+      z = [jnp.where(on, x * scale, zero) for x in y]
+      d = [zi - ai for zi, ai in zip(z, a)]
+      smooth = _group_sum([jnp.where(on, vi * di + 0.5 * pi * di * di, zero)
+                           for vi, pi, di in zip(v, p, d)])
+      psi = jnp.where(active, weight * shrunk, zero)
+      return z, jnp.sum(smooth) + tau * jnp.sum(psi)
+
+    go = _any(active) & (tau > 0)
+
+    def cond(carry):
+      j, _, q_prev, q = carry
+      done = (j >= 2) & ((q_prev - q) / (jnp.abs(q) + share) < rtol)
+      return go & (j < max_iters) & jnp.logical_not(done)
+
+    def loop(carry):
+      j, z, _, q = carry
+      z, q_new = pg_step(z)
+      return j + 1, z, q, q_new
+
+    start = [jnp.where(on, x, zero) for x in z0]
+    iters, z, _, _ = lax.while_loop(cond, loop, (0, start, zero, zero))
+    return z, iters
+
+  return body
+
+
+def _newton_body(weight: float, max_iters: int, warm_start: bool):
+  """Newton on the group radius for one block (see ``exact_solver``)."""
+
+  def body(tau, rows, share):
+    del share
+    a, v, p, z0 = rows
+    rtol = jnp.sqrt(jnp.finfo(tau.dtype).eps)
+    b = [pi * ai - vi for pi, ai, vi in zip(p, a, v)]
+    b2 = [x * x for x in b]
+    kappa = tau * weight
+    norm_b = jnp.sqrt(_group_sum(b2))
+    active = norm_b > kappa
+    lower = jnp.where(active, _safe_divide(norm_b - kappa, _group_max(p)), 0)
+    start = lower
+    if warm_start:
+      start = jnp.maximum(lower, jnp.sqrt(_group_sum([x * x for x in z0])))
+
+    def newton(carry):
+      j, r, _ = carry
+      inv = [1 / (pi * r[:, None] + kappa) for pi in p]
+      b2_inv2 = [x * i * i for x, i in zip(b2, inv)]
+      f = _group_sum(b2_inv2) - 1
+      df = 2 * _group_sum([x * pi * i for x, pi, i in zip(b2_inv2, p, inv)])
+      delta = _safe_divide(f, df)
+      r_new = jnp.where(active, jnp.maximum(r + delta, lower), 0)
+      return j + 1, r_new, _any(active & (jnp.abs(delta) > rtol * r))
+
+    cond = lambda carry: (carry[0] < max_iters) & carry[2]
+    init = (0, jnp.where(active, start, 0), _any(active) & (tau > 0))
+    iters, r, _ = lax.while_loop(cond, newton, init)
+    on, r = active[:, None], r[:, None]
+    theta = [jnp.where(on, bi * r / (pi * r + kappa), 0)
+             for bi, pi in zip(b, p)]
+    return theta, iters
+
+  return body
+
+
+def _solve(body, sub: Subproblem, z0: jax.Array, view: View,
+           block_bytes: int) -> tuple[jax.Array, jax.Array]:
+  a, v, tau = sub.anchor, sub.linear, sub.threshold
+  dtype = v.dtype
+  p = jnp.broadcast_to(sub.metric, a.shape)
+  groups = groups_per_block(view, dtype.itemsize, block_bytes)
+  num_blocks = pl.cdiv(view[1], groups)
+  kernel = _block_solver(body, view, groups)
+  theta, iters = pl.pallas_call(
+      kernel,
+      out_shape=(jax.ShapeDtypeStruct(view, dtype),
+                 jax.ShapeDtypeStruct((num_blocks,), jnp.int32)),
+      grid=(num_blocks,),
+      interpret=jax.default_backend() != "gpu",
+      # About 16 entries of each array per thread.
+      compiler_params=plt.CompilerParams(num_warps=min(16, max(
+          4, pl.next_power_of_2(view[0] * groups * pl.next_power_of_2(view[2]))
+          // 512))),
+  )(jnp.reshape(tau, (1,)).astype(dtype),
+    *(x.astype(dtype).reshape(view) for x in (a, v, p, z0)))
+  return theta.reshape(a.shape), jnp.max(iters)
+
+
+def solve_pg(penalty: GroupNorm, sub: Subproblem, z0: jax.Array, view: View,
+             block_bytes: int, max_iters: int, rtol: float
+             ) -> tuple[jax.Array, jax.Array]:
+  """θ̂ by proximal gradient, each block of whole groups stopping after at
+  least 2 iterations once (Q_prev − Q)/(|Q| + share) < rtol (share: the
+  block's fraction of the groups) or after ``max_iters``; returns ``(θ̂,
+  iterations of the block that took most)``. τ > 0 is assumed."""
+  body = _pg_body(penalty.weight, max_iters, rtol)
+  return _solve(body, sub, z0, view, block_bytes)
+
+
+def solve_newton(penalty: GroupNorm, sub: Subproblem, z0: jax.Array,
+                 view: View, block_bytes: int, max_iters: int,
+                 warm_start: bool) -> tuple[jax.Array, jax.Array]:
+  """θ̂ by Newton on each group's radius, a block stopping once none of its
+  radii moves by more than √eps of itself or after ``max_iters`` passes;
+  returns ``(θ̂, passes of the block that took most)``. τ > 0 is assumed."""
+  body = _newton_body(penalty.weight, max_iters, warm_start)
+  return _solve(body, sub, z0, view, block_bytes)

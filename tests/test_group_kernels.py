@@ -1,0 +1,192 @@
+"""The Pallas block kernels (ramda_optax.group_kernels, backend="pallas"),
+run by Pallas' interpreter here, against the XLA solvers and the float64
+reference."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+import ramda_optax as ro
+from ramda_optax import group_kernels
+from tests import numpy_reference as ref
+from tests.test_blocks import check_each_block_alone
+from tests.test_properties import _subproblem
+
+# Leaves with one free axis: (shape, group axes).
+LAYOUTS = [((3, 3, 5, 4), (0, 1, 3)), ((7, 3), (1,)), ((4, 6), (0,)),
+           ((1, 6), (1,)), ((2, 9, 3), (0, 2))]
+
+
+@st.composite
+def _problems(draw):
+  shape, axes = draw(st.sampled_from(LAYOUTS))
+  seed = draw(st.integers(0, 2**32 - 1))
+  dead = draw(st.sampled_from([True, False, False]))
+  return _subproblem(shape, axes, seed, dead, draw(
+      st.sampled_from(["quantile", "below", "above"])))
+
+
+def _penalty(shape, axes):
+  return ro.GroupNorm(axes, math.prod(shape[i] for i in axes))
+
+
+def _solve(solver, shape, axes, a, v, p, tau, z0):
+  penalty = _penalty(shape, axes)
+  solve = jax.jit(lambda *x: solver.solve(penalty, ro.Subproblem(*x[:4]), x[4],
+                                          jnp.int32(1)))
+  z, iters = solve(*map(jnp.asarray, (a, v, p, tau, z0)))
+  return np.asarray(z), int(iters)
+
+
+def _kernel_blocks(shape, axes, block_bytes):
+  """The kernel's blocks of a float64 leaf, as index tuples."""
+  view = group_kernels.leaf_view(_penalty(shape, axes), shape)
+  groups = group_kernels.groups_per_block(view, 8, block_bytes)
+  axis = next(d for d in range(len(shape)) if d not in axes)
+  index = lambda s: (slice(None),) * axis + (slice(s, s + groups),)
+  return [index(s) for s in range(0, shape[axis], groups)]
+
+
+def test_leaf_view():
+  view = lambda shape, axes: group_kernels.leaf_view(_penalty(shape, axes),
+                                                     shape)
+  assert view((3, 3, 64, 128), (0, 1, 3)) == (9, 64, 128)  # per input channel
+  assert view((512, 10), (1,)) == (1, 512, 10)  # per input feature
+  assert view((20, 10), (0,)) == (20, 10, 1)  # per output feature
+  assert view((2, 3, 4), (2,)) is None  # groups along two axes
+  assert view((512, 10), (0,)) is None  # more rows than MAX_ROWS
+  assert group_kernels.leaf_view(ro.NuclearNorm(), (6, 4)) is None
+
+
+@pytest.mark.parametrize("view,block_bytes,expected", [
+    ((9, 512, 512), 32 * 1024, 1),  # one group of 18 KiB
+    ((9, 64, 64), 32 * 1024, 8),  # 2,304 bytes a group: 14 fit, 8 taken
+    ((1, 512, 10), 32 * 1024, 512),  # 64 bytes a group (10 padded to 16)
+    ((1, 3, 10), 32 * 1024, 4),  # never more than the groups, rounded up
+    ((9, 5, 4), 1, 1),  # at least one group
+])
+def test_groups_per_block(view, block_bytes, expected):
+  assert group_kernels.groups_per_block(view, 4, block_bytes) == expected
+
+
+@pytest.mark.parametrize("shape,axes,seed,dead,kind,block_bytes", [
+    ((3, 3, 5, 4), (0, 1, 3), 0, False, "quantile", 600),  # 2 + 2 + 1 groups
+    ((1, 6), (1,), 1, False, "quantile", 8),  # one group
+    ((7, 3), (1,), 2, True, "above", 100),  # every group screened
+    ((4, 6), (0,), 3, True, "below", 64),
+])
+def test_fixed_iterations_equal_the_whole_leaf(shape, axes, seed, dead, kind,
+                                               block_bytes):
+  problem = _subproblem(shape, axes, seed, dead, kind)
+  with jax.enable_x64(True):
+    for iters in (1, 4):
+      whole, _ = _solve(ro.pg_solver(iters, 0.0), *problem)
+      kernel, its = _solve(ro.pg_solver(iters, 0.0, block_bytes=block_bytes,
+                                        backend="pallas"), *problem)
+      np.testing.assert_allclose(kernel, whole, rtol=1e-12, atol=1e-12)
+      assert its in (0, iters)
+
+
+@pytest.mark.slow
+@given(_problems(), st.integers(8, 400), st.sampled_from([1e-8, 1e-4]))
+@example(_subproblem((3, 3, 5, 4), (0, 1, 3), 4, False, "quantile"), 600, 1e-8)
+def test_every_kernel_block_stops_on_its_own_decrease(problem, block_bytes,
+                                                      rtol):
+  """Each kernel block is the float64 reference's solve of that block alone
+  (its own stopping test and share, its own iterations), decreases its
+  objective from the screened warm start and keeps screened groups at 0."""
+  shape, axes = problem[:2]
+  with jax.enable_x64(True):
+    solver = ro.pg_solver(50, rtol, block_bytes=block_bytes, backend="pallas")
+    z, iters = _solve(solver, *problem)
+  check_each_block_alone(problem, z, iters,
+                         _kernel_blocks(shape, axes, block_bytes), rtol)
+
+
+@pytest.mark.parametrize("shape,axes,seed,dead,kind,block_bytes", [
+    ((3, 3, 5, 4), (0, 1, 3), 5, True, "quantile", 600),
+    ((1, 6), (1,), 6, False, "quantile", 8),
+    ((2, 9, 3), (0, 2), 7, False, "below", 100),
+])
+def test_newton_kernel_is_exact(shape, axes, seed, dead, kind, block_bytes):
+  """The kernel's Newton blocks give the float64 reference's exact solution
+  (bisection on the radius) and the XLA exact solver's, blocked or not."""
+  problem = _subproblem(shape, axes, seed, dead, kind)
+  _, _, a, v, p, tau, _ = problem
+  with jax.enable_x64(True):
+    whole, passes = _solve(ro.exact_solver(), *problem)
+    xla, _ = _solve(ro.exact_solver(block_bytes=block_bytes), *problem)
+    kernel, its = _solve(ro.exact_solver(block_bytes=block_bytes,
+                                         backend="pallas"), *problem)
+  exact = ref.exact_group_solution(a, v, p, tau, axes)
+  np.testing.assert_allclose(kernel, exact, rtol=1e-10, atol=1e-10)
+  np.testing.assert_allclose(kernel, whole, rtol=1e-12, atol=1e-12)
+  np.testing.assert_allclose(xla, whole, rtol=1e-12, atol=1e-12)
+  assert its <= passes
+
+
+@pytest.mark.parametrize("solver", [
+    ro.pg_solver(5, 0.0, block_bytes=64, backend="pallas"),
+    ro.exact_solver(block_bytes=64, backend="pallas"),
+])
+def test_no_threshold_gives_the_closed_form(solver):
+  shape, axes, a, v, p, _, z0 = _subproblem((4, 6), (0,), 8, True, "quantile")
+  with jax.enable_x64(True):
+    z, iters = _solve(solver, shape, axes, a, v, p, 0.0, z0)
+  expected = a - np.where(p > 0, v / np.where(p > 0, p, 1), 0)
+  np.testing.assert_allclose(z, expected, rtol=1e-14, atol=1e-14)
+  assert iters == 0
+
+
+def test_backend_is_checked_at_construction():
+  with pytest.raises(ValueError, match="backend must be"):
+    ro.pg_solver(block_bytes=1024, backend="triton")
+  with pytest.raises(ValueError, match="pass block_bytes"):
+    ro.pg_solver(backend="pallas")
+  with pytest.raises(ValueError, match="pass block_bytes"):
+    ro.exact_solver(backend="pallas")
+  with pytest.raises(ValueError, match="block_bytes"):
+    ro.exact_solver(block_bytes=0)
+
+
+def _trajectory(opt, steps=3):
+  rng = np.random.default_rng(9)
+  params = {"conv": jnp.asarray(rng.normal(size=(3, 3, 5, 4))),
+            "dense": jnp.asarray(rng.normal(size=(7, 3))),
+            "bias": jnp.asarray(rng.normal(size=(3,)))}
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  for _ in range(steps):
+    grads = jax.tree.map(lambda w: w - 0.3 + 0.5 * jnp.sin(7 * w), params)
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  return params
+
+
+GROUPS = {"conv": (0, 1, 3), "dense": (1,), "bias": None}
+
+
+PG = (ro.pg_solver(6, 0.0), ro.pg_solver(6, 0.0, block_bytes=100,
+                                         backend="pallas"))
+NEWTON = (ro.exact_solver(), ro.exact_solver(block_bytes=100, backend="pallas"))
+
+
+@pytest.mark.parametrize("method,lr,solvers", [
+    (ro.ramda, 1e-1, PG), (ro.proxgen, 1e-2, PG), (ro.rmda, 1e-1, PG),
+    (ro.ramda, 1e-1, NEWTON), (ro.prox_ssi, 1e-2, NEWTON)])
+def test_every_method_on_the_kernel_matches_the_whole_leaf(method, lr, solvers):
+  """Every optimizer on the kernel's blocks takes the steps it takes with
+  whole leaves, to float64 rounding (the PG solver with a fixed iteration
+  count, Newton to convergence)."""
+  reg = ro.group_lasso(0.05, GROUPS)
+  with jax.enable_x64(True):
+    whole, kernel = (_trajectory(method(lr, regularizer=reg, solver=solver))
+                     for solver in solvers)
+  for w, k in zip(jax.tree.leaves(whole), jax.tree.leaves(kernel)):
+    np.testing.assert_allclose(k, w, rtol=1e-12, atol=1e-12)
