@@ -14,6 +14,9 @@ step is compiled beforehand on a copy), and the mean step time is reported.
 median. Each step is update and apply_updates, params and state donated.
 Every variant is timed right after an optax.adam run, and its ratio is to
 that run; the inner iterations are reported per regularized leaf and step.
+``--device-loop`` times the early regime without the host: each start's
+steps are recorded, then replayed as one compiled scan (on a GPU, whose
+steps take less than a call's dispatch, this is the device's time).
 
     python -m benchmarks.step_time --model vgg19 --variants ramda,ramda_exact
 """
@@ -28,6 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax import lax
 
 import ramda_optax as ro
 from ramda_optax._numerics import cbrt
@@ -173,6 +177,55 @@ def time_variant(opt, init, grad_fn, regularized: np.ndarray, regime: str,
           "temp_bytes": getattr(memory, "temp_size_in_bytes", None)}
 
 
+def device_loop(opt, init, grad_fn, regularized: np.ndarray,
+                steps: int) -> Callable[[int], dict]:
+  """A timer of ``opt`` in the early regime with the host out of the loop,
+  compiled once: each start first runs its ``steps`` steps one by one,
+  recording their gradients (untimed), then replays them from the same
+  fresh state as one compiled ``lax.scan`` of updates (timed). On an
+  accelerator this is the device's time per step, without per-call
+  dispatch and without the gradients' cost, as in a training loop that
+  does not wait for each step. The timer takes the number of starts."""
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  def replay(params, state, grads):
+    return lax.scan(lambda c, g: (step(*c, g), None), (params, state), grads)[0]
+
+  fresh = lambda: jax.tree.map(jnp.copy, init)
+  grads0 = grad_fn(init, 0)
+  stacked = jax.tree.map(lambda g: jnp.zeros((steps, *g.shape), g.dtype), grads0)
+  step = jax.jit(step, donate_argnums=(0, 1))
+  one = step.lower(fresh(), opt.init(fresh()), grads0).compile()
+  many = jax.jit(replay, donate_argnums=(0, 1)).lower(
+      fresh(), opt.init(fresh()), stacked).compile()
+
+  def timer(starts: int) -> dict:
+    times, iters = [], []
+    for _ in range(starts):
+      params, state, recorded = fresh(), opt.init(fresh()), []
+      for n in range(steps):
+        recorded.append(grad_fn(params, n))
+        params, state = one(params, state, recorded[-1])
+        if isinstance(state, (ro.RamdaState, ro.ProximalState)):
+          iters.append(np.asarray(state.inner_iters)[regularized].mean())
+      grads = jax.block_until_ready(
+          jax.tree.map(lambda *g: jnp.stack(g), *recorded))
+      del recorded
+      params, state = fresh(), opt.init(fresh())
+      start = time.perf_counter()
+      jax.block_until_ready(many(params, state, grads))
+      times.append((time.perf_counter() - start) / steps)
+    return {"time_s": float(np.mean(times)),
+            "inner_iters_per_leaf": float(np.mean(iters)) if iters else None,
+            "temp_bytes": getattr(many.memory_analysis(), "temp_size_in_bytes",
+                                  None)}
+
+  return timer
+
+
 def time_training_step(variant: str, warmup: int, steps: int) -> float:
   """Median time of one jitted training step (forward, backward, update) of
   the CNN of benchmarks.mnist_cnn on batches of 128 bundled MNIST images."""
@@ -208,6 +261,9 @@ def main():
                       help="steps timed per start (early) or in all (late)")
   parser.add_argument("--starts", type=int, default=3,
                       help="early regime: fresh starts")
+  parser.add_argument("--device-loop", action="store_true",
+                      help="early regime, each start's recorded gradients "
+                           "replayed as one compiled scan (for GPUs)")
   parser.add_argument("--json", default=None, help="write results here")
   parser.add_argument("--training-step", action="store_true",
                       help="time the mnist_cnn CNN's whole training step instead")
@@ -228,12 +284,19 @@ def main():
   regularized = _regularized_leaves(groups, init)
   table = variants(groups, args.strength, args.block_bytes)
   names = [n for n in args.variants.split(",") if n != "adam"]
+  regime = "early (device loop)" if args.device_loop else args.regime
   print(f"{args.model}: {size / 1e6:.2f}M parameters, "
-        f"{jax.devices()[0].device_kind}, {args.regime} regime, "
+        f"{jax.devices()[0].device_kind}, {regime} regime, "
         f"λ = {args.strength:g}")
-  timed = lambda name: time_variant(
-      table[name](), init, grad_fn, regularized, args.regime, args.warmup,
-      args.steps, args.starts)
+  if args.device_loop:
+    adam_timer = device_loop(table["adam"](), init, grad_fn, regularized,
+                             args.steps)
+    timed = lambda name: adam_timer(args.starts) if name == "adam" else device_loop(
+        table[name](), init, grad_fn, regularized, args.steps)(args.starts)
+  else:
+    timed = lambda name: time_variant(
+        table[name](), init, grad_fn, regularized, args.regime, args.warmup,
+        args.steps, args.starts)
   results = {}
   for name in names:
     adam, r = timed("adam"), timed(name)

@@ -24,6 +24,19 @@ def test_early_regime_iterates_more_than_late():
   assert early["time_s"] > 0
 
 
+def test_device_loop_times_the_early_regime():
+  """The device loop records and replays the early regime's steps: the
+  same inner iterations as the step-by-step timing of the same starts."""
+  init, grad_fn = step_time.problem(SHAPES, GROUPS)
+  regularized = step_time._regularized_leaves(GROUPS, init)
+  opt = step_time.variants(GROUPS, 1e-4)["ramda"]()
+  timer = step_time.device_loop(opt, init, grad_fn, regularized, steps=3)
+  looped = timer(2)
+  stepped = _time("ramda", "early")
+  assert looped["inner_iters_per_leaf"] == stepped["inner_iters_per_leaf"] > 0
+  assert looped["time_s"] > 0
+
+
 def test_floors_read_and_write_like_a_dual_averaging_step():
   params = {"w": jnp.arange(6.0).reshape(2, 3)}
   grads = {"w": jnp.ones((2, 3))}
