@@ -27,6 +27,7 @@ from jax import lax
 from jax.experimental import pallas as pl
 from jax.experimental.pallas import triton as plt
 
+from ramda_optax import _numerics
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.subproblem import Subproblem
@@ -59,11 +60,6 @@ def groups_per_block(view: View, itemsize: int, block_bytes: int) -> int:
   per_group = rows * pl.next_power_of_2(cols) * itemsize
   fit = max(1, block_bytes // per_group)
   return min(1 << (fit.bit_length() - 1), pl.next_power_of_2(groups))
-
-
-def _safe_divide(x, y):
-  positive = y > 0
-  return jnp.where(positive, x / jnp.where(positive, y, 1), 0)
 
 
 def _block_solver(body: Callable, view: View, groups: int) -> Callable:
@@ -115,7 +111,8 @@ def _pg_body(weight: float, max_iters: int, rtol: float):
     zero = jnp.zeros((), tau.dtype)
     b = [pi * ai - vi for pi, ai, vi in zip(p, a, v)]
     active = jnp.sqrt(_group_sum([x * x for x in b])) > tau * weight
-    step = _safe_divide(jnp.ones((), tau.dtype), _group_max(p))[:, None]
+    step = _numerics.safe_divide(jnp.ones((), tau.dtype), _group_max(p))
+    step = step[:, None]
     on = active[:, None]
 
     def pg_step(z):
@@ -123,7 +120,7 @@ def _pg_body(weight: float, max_iters: int, rtol: float):
            for zi, vi, pi, ai in zip(z, v, p, a)]
       norm = jnp.sqrt(_group_sum([x * x for x in y]))
       shrunk = jnp.maximum(norm - step[:, 0] * tau * weight, 0)
-      scale = _safe_divide(shrunk, norm)[:, None]
+      scale = _numerics.safe_divide(shrunk, norm)[:, None]
       z = [jnp.where(on, x * scale, zero) for x in y]
       d = [zi - ai for zi, ai in zip(z, a)]
       smooth = _group_sum([jnp.where(on, vi * di + 0.5 * pi * di * di, zero)
@@ -162,7 +159,8 @@ def _newton_body(weight: float, max_iters: int, warm_start: bool):
     kappa = tau * weight
     norm_b = jnp.sqrt(_group_sum(b2))
     active = norm_b > kappa
-    lower = jnp.where(active, _safe_divide(norm_b - kappa, _group_max(p)), 0)
+    lower = jnp.where(
+        active, _numerics.safe_divide(norm_b - kappa, _group_max(p)), 0)
     start = lower
     if warm_start:
       start = jnp.maximum(lower, jnp.sqrt(_group_sum([x * x for x in z0])))
@@ -173,7 +171,7 @@ def _newton_body(weight: float, max_iters: int, warm_start: bool):
       b2_inv2 = [x * i * i for x, i in zip(b2, inv)]
       f = _group_sum(b2_inv2) - 1
       df = 2 * _group_sum([x * pi * i for x, pi, i in zip(b2_inv2, p, inv)])
-      delta = _safe_divide(f, df)
+      delta = _numerics.safe_divide(f, df)
       r_new = jnp.where(active, jnp.maximum(r + delta, lower), 0)
       return j + 1, r_new, _any(active & (jnp.abs(delta) > rtol * r))
 
