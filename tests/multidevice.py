@@ -51,6 +51,12 @@ def optimizers():
   return {
       "ramda": ro.ramda(1e-2, momentum=0.9, regularizer=reg, restart_steps=(3,)),
       "ramda_exact": ro.ramda(1e-2, regularizer=reg, solver=ro.exact_solver()),
+      # Blocks of whole groups, by XLA and by the Pallas kernel (the
+      # interpreter here): groups split across shards stay whole.
+      "ramda_blocks": ro.ramda(1e-2, regularizer=reg,
+                               solver=ro.pg_solver(block_bytes=256)),
+      "ramda_exact_kernel": ro.ramda(1e-2, regularizer=reg, solver=ro.exact_solver(
+          block_bytes=256, backend="pallas")),
       "proxgen": ro.proxgen(1e-2, regularizer=ro.group_lasso(0.1, GROUPS)),
       "nuclear": ro.proxgen(1e-3, regularizer=ro.nuclear_norm(
           1e-2, {"conv": {"kernel": False, "bias": False},
