@@ -32,8 +32,8 @@ from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.subproblem import Subproblem
 
-# Above this many rows per group the unrolled loads make the kernel too
-# large to compile quickly; such leaves take the XLA path.
+# The kernel unrolls its loads and arithmetic over a group's A rows; leaves
+# with more rows per group take the XLA path.
 MAX_ROWS = 32
 
 View = tuple[int, int, int]
@@ -188,6 +188,8 @@ def _newton_body(weight: float, max_iters: int, warm_start: bool):
 
 def _solve(body, sub: Subproblem, z0: jax.Array, view: View,
            block_bytes: int) -> tuple[jax.Array, jax.Array]:
+  """One ``pallas_call`` of ``body`` over the leaf's blocks; returns θ̂ and
+  the most iterations of a block."""
   a, v, tau = sub.anchor, sub.linear, sub.threshold
   dtype = v.dtype
   p = jnp.broadcast_to(sub.metric, a.shape)
