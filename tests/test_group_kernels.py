@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 import ramda_optax as ro
 from ramda_optax import group_kernels
 from tests import numpy_reference as ref
+from tests.test_blocks import _solve
 from tests.test_blocks import check_each_block_alone
 from tests.test_properties import _subproblem
 
@@ -34,14 +35,6 @@ def _problems(draw):
 
 def _penalty(shape, axes):
   return ro.GroupNorm(axes, math.prod(shape[i] for i in axes))
-
-
-def _solve(solver, shape, axes, a, v, p, tau, z0):
-  penalty = _penalty(shape, axes)
-  solve = jax.jit(lambda *x: solver.solve(penalty, ro.Subproblem(*x[:4]), x[4],
-                                          jnp.int32(1)))
-  z, iters = solve(*map(jnp.asarray, (a, v, p, tau, z0)))
-  return np.asarray(z), int(iters)
 
 
 def _kernel_blocks(shape, axes, block_bytes):
