@@ -15,8 +15,8 @@ median. Each step is update and apply_updates, params and state donated.
 Every variant is timed right after an optax.adam run, and its ratio is to
 that run; the inner iterations are reported per regularized leaf and step.
 ``--device-loop`` times the early regime without the host: each start's
-steps are recorded, then replayed as one compiled scan (on a GPU, whose
-steps take less than a call's dispatch, this is the device's time).
+steps are recorded, then replayed as one compiled scan (on an accelerator,
+the device's time without each call's dispatch).
 
     python -m benchmarks.step_time --model vgg19 --variants ramda,ramda_exact
 """
