@@ -86,6 +86,8 @@ def variants(groups: dict, strength: float,
       "prox_sgd": lambda: ro.prox_sgd(1e-1, regularizer=reg),
       "ramda_pg_blocks": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.pg_solver(block_bytes=block_bytes)),
+      "proxgen_pg_blocks": lambda: ro.proxgen(
+          1e-3, regularizer=reg, solver=ro.pg_solver(block_bytes=block_bytes)),
       "ramda_exact_cold": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.exact_solver(warm_start=False)),
       "ramda_exact_blocks": lambda: ro.ramda(

@@ -90,46 +90,32 @@ def init(params: optax.Params) -> DualAveragingState:
   )
 
 
-def update(
-    grads: optax.Updates,
+def advance(
     state: DualAveragingState,
-    params: optax.Params,
     learning_rate: jax.Array,
     restart: jax.Array | bool,
 ) -> tuple[DualAveragingState, jax.Array]:
-  """One accumulation step.
-
-  Args:
-    grads: the gradient g at the current parameters.
-    state: the accumulator state.
-    params: the current parameters (the new anchor on a restart).
-    learning_rate: η for this step.
-    restart: whether this step restarts the accumulation first.
-
-  Returns:
-    ``(new_state, s)`` with s = η √k the weight given to ``grads``.
-  """
+  """The step's scalars: count, k, α and the weight s = η √k of its
+  gradient (W⁰ and V as given: see :func:`accumulate`, :func:`reanchor`)."""
   keep = jnp.logical_not(restart)
   k = jnp.where(keep, state.stage_count, 0) + 1
   dtype = state.alpha.dtype
   weight = (learning_rate * jnp.sqrt(k.astype(dtype))).astype(dtype)
-  grad_sum = jax.tree.map(
-      lambda v, g: jnp.where(keep, v, 0) + weight * g.astype(v.dtype),
-      state.grad_sum,
-      grads,
-  )
-  anchor = state.anchor
-  if restart is not False:
-    anchor = jax.tree.map(
-        lambda w0, w: jnp.where(restart, w, w0), state.anchor, params
-    )
-  return (
-      DualAveragingState(
-          count=optax.safe_increment(state.count),
-          stage_count=k,
-          alpha=jnp.where(keep, state.alpha, 0) + weight,
-          anchor=anchor,
-          grad_sum=grad_sum,
-      ),
-      weight,
-  )
+  return state._replace(
+      count=optax.safe_increment(state.count),
+      stage_count=k,
+      alpha=jnp.where(keep, state.alpha, 0) + weight,
+  ), weight
+
+
+def accumulate(grad_sum: jax.Array, grads: jax.Array,
+               restart: jax.Array | bool, weight: jax.Array) -> jax.Array:
+  """V ← V + s g (V ← s g on a restart), one leaf or block."""
+  keep = jnp.logical_not(restart)
+  return jnp.where(keep, grad_sum, 0) + weight * grads.astype(grad_sum.dtype)
+
+
+def reanchor(anchor: jax.Array, params: jax.Array,
+             restart: jax.Array | bool) -> jax.Array:
+  """W⁰ ← W on a restart, one leaf or block."""
+  return jnp.where(restart, params, anchor)

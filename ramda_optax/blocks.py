@@ -1,17 +1,19 @@
-"""Solving a leaf's subproblem block by block, each block of whole groups.
+"""Running a leaf's step block by block, each block of whole groups.
 
-A group-norm subproblem separates over groups, so a leaf can be solved as a
-sequence of blocks of whole groups along one axis, each small enough to stay
-in cache through all of its solver's iterations, and each stopping on its
-own progress. Leaves whose groups span every axis (the nuclear norm, one
-group per leaf) are solved whole.
+A group-norm subproblem separates over groups, and every other stage of a
+step (the statistics, the dual average, the averaging of W) acts entry by
+entry, so a leaf's whole step can run as a sequence of blocks of whole
+groups along one axis: each block small enough to stay in cache from its
+first read to its last write, its solver stopping on its own progress.
+Leaves whose groups span every axis (the nuclear norm, one group per leaf)
+run whole.
 
 Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Section 3 (the
 subproblem separates over the groups of ψ).
 """
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,9 +22,13 @@ from jax import lax
 from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.subproblem import Subproblem
 
-LeafSolve = Callable[
-    [LeafPenalty, Subproblem, jax.Array, jax.Array], tuple[jax.Array, jax.Array]
-]
+# (arrays of a block, the block's share of the leaf's entries) -> (new
+# arrays, None where one is unchanged; iterations)
+BlockStep = Callable[[tuple[jax.Array, ...], float],
+                     tuple[tuple[jax.Array | None, ...], jax.Array]]
+# (penalty, subproblem, warm start, count, share) -> (θ̂, iterations)
+BlockSolve = Callable[[LeafPenalty, Subproblem, jax.Array, jax.Array, float],
+                      tuple[jax.Array, jax.Array]]
 
 
 def block_axis(penalty: LeafPenalty, ndim: int) -> int | None:
@@ -40,20 +46,82 @@ def block_length(shape: tuple[int, ...], itemsize: int, axis: int,
   return max(1, min(shape[axis], block_bytes // max(per_index, 1)))
 
 
+def map_blocks(
+    step: BlockStep,
+    penalty: LeafPenalty,
+    arrays: Sequence[jax.Array],
+    block_bytes: int,
+) -> tuple[tuple[jax.Array, ...], jax.Array]:
+  """``step`` applied to the blocks of whole groups of one leaf's arrays,
+  one block after another (a ``lax.fori_loop``; a last, shorter block takes
+  the remainder).
+
+  Each block reads its part of every array and writes its part of the new
+  ones in place (a block touches no other block's entries), so that the
+  leaf is read and written once, and no leaf-sized scratch is needed.
+
+  Args:
+    step: the step of one block: its arrays and its share of the leaf's
+      entries to its new arrays (the same shapes; None for one it leaves
+      unchanged) and its iteration count.
+    penalty: the leaf's penalty (its groups set the blocks' axis).
+    arrays: the leaf's arrays, all of the leaf's shape.
+    block_bytes: the most bytes of one array of a block (the widest
+      dtype's).
+
+  Returns:
+    ``(new arrays, iterations)``, the iterations of the block that took
+    most; unchanged arrays are returned as given.
+  """
+  arrays = tuple(arrays)
+  shape = arrays[0].shape
+  axis = block_axis(penalty, len(shape))
+  itemsize = max(x.dtype.itemsize for x in arrays)
+  if axis is None or block_length(
+      shape, itemsize, axis, block_bytes) >= shape[axis]:
+    new, iters = step(arrays, 1.0)
+    return tuple(x if y is None else y for x, y in zip(arrays, new)), iters
+  n = shape[axis]
+  length = block_length(shape, itemsize, axis, block_bytes)
+  take = lambda x, start, size: lax.dynamic_slice_in_dim(x, start, size, axis)
+  # The new arrays' dtypes, so that each is updated in a buffer of its own.
+  kinds = jax.eval_shape(
+      lambda xs: step(xs, 1.0)[0], tuple(take(x, 0, length) for x in arrays))
+  buffers = tuple(x if k is None else x.astype(k.dtype)
+                  for x, k in zip(arrays, kinds))
+
+  def run(start, size, carry):
+    buffers, iters = carry
+    new, it = step(tuple(take(x, start, size) for x in buffers), size / n)
+    buffers = tuple(
+        x if y is None else lax.dynamic_update_slice_in_dim(x, y, start, axis)
+        for x, y in zip(buffers, new))
+    return buffers, jnp.maximum(iters, it)
+
+  num = n // length
+  carry = lax.fori_loop(
+      0, num, lambda i, c: run(i * length, length, c),
+      (buffers, jnp.zeros((), jnp.int32)))
+  if n > num * length:
+    carry = run(num * length, n - num * length, carry)
+  return carry
+
+
 def solve_in_blocks(
-    solve: LeafSolve,
+    solve: BlockSolve,
     penalty: LeafPenalty,
     sub: Subproblem,
     z0: jax.Array,
     count: jax.Array,
     block_bytes: int,
 ) -> tuple[jax.Array, jax.Array]:
-  """``solve`` applied to blocks of whole groups of one leaf, one after
-  another (a ``lax.fori_loop``; a last, shorter block takes the remainder).
+  """A leaf's subproblem solved by ``solve`` block by block
+  (:func:`map_blocks`).
 
   Args:
-    solve: a one-leaf solver, ``(penalty, subproblem, z0, count) -> (θ̂,
-      iterations)``; it sees each block as a leaf of the same penalty.
+    solve: a block solver, ``(penalty, subproblem, z0, count, share) ->
+      (θ̂, iterations)``; it sees each block as a leaf of the same penalty,
+      with its share of the leaf's entries.
     penalty: the leaf's penalty.
     sub: the leaf's subproblem.
     z0: the leaf's warm start.
@@ -63,33 +131,15 @@ def solve_in_blocks(
   Returns:
     ``(θ̂, iterations)``, the iterations of the block that took most.
   """
+
+  def step(arrays, share):
+    a, v, p, z = arrays
+    theta, iters = solve(penalty, Subproblem(a, v, p, sub.threshold), z,
+                         count, share)
+    return (None, None, None, theta), iters
+
   a = sub.anchor
-  axis = block_axis(penalty, a.ndim)
-  if axis is None:
-    return solve(penalty, sub, z0, count)
-  n = a.shape[axis]
-  length = block_length(a.shape, a.dtype.itemsize, axis, block_bytes)
-  if length >= n:
-    return solve(penalty, sub, z0, count)
-  arrays = (a, sub.linear, jnp.broadcast_to(sub.metric, a.shape), z0)
-
-  def solve_block(start, size):
-    take = lambda x: lax.dynamic_slice_in_dim(x, start, size, axis)
-    a, v, p, z = map(take, arrays)
-    return solve(penalty, Subproblem(a, v, p, sub.threshold), z, count)
-
-  def body(i, carry):
-    theta, iters = carry
-    block, it = solve_block(i * length, length)
-    theta = lax.dynamic_update_slice_in_dim(theta, block, i * length, axis)
-    return theta, jnp.maximum(iters, it)
-
-  num = n // length
-  theta, iters = lax.fori_loop(
-      0, num, body, (jnp.zeros_like(sub.linear), jnp.zeros((), jnp.int32))
-  )
-  if n > num * length:
-    block, it = solve_block(num * length, n - num * length)
-    theta = lax.dynamic_update_slice_in_dim(theta, block, num * length, axis)
-    iters = jnp.maximum(iters, it)
-  return theta, iters
+  arrays = (a, sub.linear, jnp.broadcast_to(sub.metric, a.shape),
+            z0.astype(sub.linear.dtype))
+  new, iters = map_blocks(step, penalty, arrays, block_bytes)
+  return new[3], iters

@@ -16,6 +16,7 @@ import optax
 
 from ramda_optax import _validation
 from ramda_optax import accumulator
+from ramda_optax import fused
 from ramda_optax import schedules
 from ramda_optax import solvers
 from ramda_optax import statistics
@@ -117,9 +118,7 @@ def regularized_dual_averaging(
     if not restart_steps:
       restart = False
     learning_rate_t = schedules.value_at(learning_rate, count)
-    dual, weight = accumulator.update(
-        updates, state.dual, params, learning_rate_t, restart
-    )
+    dual, weight = accumulator.advance(state.dual, learning_rate_t, restart)
     dtype = dual.alpha.dtype
     damping = jnp.asarray(preconditioner.damping, dtype) * jnp.asarray(
         preconditioner.damping_decay, dtype
@@ -132,32 +131,39 @@ def regularized_dual_averaging(
         restart=restart,
         damping=damping,
     )
-    _, metric, precond = preconditioner.update(updates, state.precond, step)
     strength = 0.0 if regularizer is None else schedules.value_at(
         regularizer.strength, count
     )
     threshold = (dual.alpha * strength).astype(dtype)
-    theta, inner_iters = solvers.solve_tree(
-        solver,
-        solvers.leaf_penalties(regularizer, solver, params),
-        Subproblem(dual.anchor, dual.grad_sum, metric, threshold),
-        state.solution if getattr(solver, "start", "params") == "solution"
-        else params,
-        dual.count,
-    )
     m = jnp.asarray(schedules.value_at(momentum, count), dtype)
-    new_updates = jax.tree.map(
-        lambda t, w: ((1 - m) * t + m * w.astype(dtype) - w).astype(w.dtype),
-        theta,
-        params,
-    )
-    return new_updates, RamdaState(
-        dual=dual,
-        precond=precond,
+    from_solution = getattr(solver, "start", "params") == "solution"
+
+    def leaf_step(solve, arrays):
+      """One leaf's (or block's) step: its g, V, W⁰, W, θ̂ and statistics to
+      W_new − W (in g's place), V, W⁰, θ̂ and statistics."""
+      g, v, w0, w, theta, *stats = arrays
+      v = accumulator.accumulate(v, g, restart, weight)
+      w0 = None if restart is False else accumulator.reanchor(w0, w, restart)
+      _, metric, stats = preconditioner.update(g, tuple(stats), step)
+      theta, iters = solve(
+          Subproblem(arrays[2] if w0 is None else w0, v, metric, threshold),
+          theta if from_solution else w,
+      )
+      update = ((1 - m) * theta + m * w.astype(dtype) - w).astype(w.dtype)
+      return (update, v, w0, None, theta, *stats), iters
+
+    new, inner_iters = fused.apply(
+        leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),
+        dual.count, params, (updates, state.dual.grad_sum, state.dual.anchor,
+                             params, state.solution, *state.precond))
+    new_update, grad_sum, anchor, _, theta, *precond = new
+    return new_update, RamdaState(
+        dual=dual._replace(anchor=anchor, grad_sum=grad_sum),
+        precond=tuple(precond),
         damping=damping,
         threshold=threshold,
         solution=theta,
-        inner_iters=jnp.asarray(jax.tree.leaves(inner_iters), jnp.int32),
+        inner_iters=jnp.asarray(inner_iters, jnp.int32),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

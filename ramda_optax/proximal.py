@@ -22,6 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from ramda_optax import _validation
+from ramda_optax import fused
 from ramda_optax import schedules
 from ramda_optax import solvers
 from ramda_optax.regularizers import Regularizer
@@ -102,24 +103,27 @@ def regularized_proximal(
         restart=False,
         damping=jnp.asarray(statistics.damping, dtype),
     )
-    linear, metric, stats = statistics.update(updates, state.stats, step)
     strength = 0.0 if regularizer is None else schedules.value_at(
         regularizer.strength, count
     )
-    theta, inner_iters = solvers.solve_tree(
-        solver,
-        solvers.leaf_penalties(regularizer, solver, params),
-        Subproblem(params, linear, metric, jnp.asarray(lr * strength, dtype)),
-        params,
-        optax.safe_increment(count),
-    )
-    new_updates = jax.tree.map(
-        lambda t, w: (t - w.astype(t.dtype)).astype(w.dtype), theta, params
-    )
+    threshold = jnp.asarray(lr * strength, dtype)
+
+    def leaf_step(solve, arrays):
+      """One leaf's (or block's) step: its g, W and statistics to W_new − W
+      (in g's place) and the statistics."""
+      g, w, *stats = arrays
+      linear, metric, stats = statistics.update(g, tuple(stats), step)
+      theta, iters = solve(Subproblem(w, linear, metric, threshold), w)
+      return ((theta - w.astype(theta.dtype)).astype(w.dtype), None,
+              *stats), iters
+
+    (new_updates, _, *stats), inner_iters = fused.apply(
+        leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),
+        optax.safe_increment(count), params, (updates, params, *state.stats))
     return new_updates, ProximalState(
         count=optax.safe_increment(count),
-        stats=stats,
-        inner_iters=jnp.asarray(jax.tree.leaves(inner_iters), jnp.int32),
+        stats=tuple(stats),
+        inner_iters=jnp.asarray(inner_iters, jnp.int32),
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

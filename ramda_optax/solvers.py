@@ -127,18 +127,32 @@ class PGSolver(NamedTuple):
     """
     if self.block_bytes is None:
       return self._solve(penalty, sub, z0, count, self.rtol)
-    # Below the dtype's resolution the decrease of Q is rounding. A
-    # block's test (Q_prev − Q)/(|Q| + share) < rtol, with share its part of
-    # the leaf, sums over the blocks to the leaf's test.
-    rtol = max(self.rtol, float(jnp.finfo(sub.linear.dtype).eps))
     view = _kernel_view(self.backend, penalty, sub)
     if view is not None:
       return _in_kernel(sub, lambda: group_kernels.solve_pg(
-          penalty, sub, z0, view, self.block_bytes, self.max_iters, rtol))
-    solve = lambda penalty, block, z0, count: self._solve(
-        penalty, block, z0, count, rtol, block.anchor.size / sub.anchor.size)
-    return blocks.solve_in_blocks(solve, penalty, sub, z0, count,
+          penalty, sub, z0, view, self.block_bytes, self.max_iters,
+          self._block_rtol(sub)))
+    return blocks.solve_in_blocks(self.solve_block, penalty, sub, z0, count,
                                   self.block_bytes)
+
+  def solve_block(
+      self,
+      penalty: LeafPenalty,
+      sub: Subproblem,
+      z0: jax.Array,
+      count: jax.Array,
+      share: float,
+  ) -> tuple[jax.Array, jax.Array]:
+    """Minimises Q on one block of whole groups, ``share`` of its leaf's
+    entries, stopping on the block's own decrease; returns ``(θ̂,
+    iterations)``."""
+    return self._solve(penalty, sub, z0, count, self._block_rtol(sub), share)
+
+  def _block_rtol(self, sub):
+    # Below the dtype's resolution the decrease of Q is rounding. A
+    # block's test (Q_prev − Q)/(|Q| + share) < rtol, with share its part of
+    # the leaf, sums over the blocks to the leaf's test.
+    return max(self.rtol, float(jnp.finfo(sub.linear.dtype).eps))
 
   def _solve(self, penalty, sub, z0, count, rtol, unit=1.0):
     sub = sub._replace(metric=jnp.broadcast_to(sub.metric, sub.anchor.shape))
@@ -322,8 +336,21 @@ class ExactSolver(NamedTuple):
       return _in_kernel(sub, lambda: group_kernels.solve_newton(
           penalty, sub, z0, view, self.block_bytes, self.max_iters,
           self.warm_start))
-    return blocks.solve_in_blocks(self._solve, penalty, sub, z0, count,
+    return blocks.solve_in_blocks(self.solve_block, penalty, sub, z0, count,
                                   self.block_bytes)
+
+  def solve_block(
+      self,
+      penalty: LeafPenalty,
+      sub: Subproblem,
+      z0: jax.Array,
+      count: jax.Array,
+      share: float,
+  ) -> tuple[jax.Array, jax.Array]:
+    """Solves Q exactly on one block of whole groups (its ``share`` of the
+    leaf does not matter: every group stops on its own radius)."""
+    del share
+    return self._solve(penalty, sub, z0, count)
 
   def _solve(self, penalty, sub, z0, count):
     del count
@@ -477,6 +504,44 @@ def metric_leaves(metric: Any, treedef: Any) -> list[jax.Array]:
   return [jnp.asarray(metric)] * treedef.num_leaves
 
 
+def solve_leaf(
+    solver: Any,
+    penalty: LeafPenalty | None,
+    sub: Subproblem,
+    warm_start: jax.Array,
+    count: jax.Array,
+    share: float | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """θ̂ ≈ argmin Q on one leaf: a − v/P without a penalty, the closed form
+  under the diagonal metric for a separable one (ℓ1), else ``solver``.
+
+  Args:
+    solver: the solver for non-separable penalties.
+    penalty: the leaf's penalty, or None.
+    sub: the leaf's subproblem (or one block's of whole groups); v's dtype
+      is the computation's.
+    warm_start: z0, like ``sub.anchor``.
+    count: 1-based step count, for solvers that schedule tolerances.
+    share: None for a whole leaf, else the block's share of its leaf's
+      entries (``solver.solve_block`` solves it).
+
+  Returns:
+    ``(θ̂, iterations)``, θ̂ in the dtype of ``sub.linear``.
+  """
+  dtype = sub.linear.dtype
+  sub = Subproblem(sub.anchor.astype(dtype), sub.linear,
+                   jnp.asarray(sub.metric).astype(dtype),
+                   jnp.asarray(sub.threshold).astype(dtype))
+  if penalty is None:
+    return unregularized_solution(sub), jnp.zeros((), jnp.int32)
+  if penalty.separable:
+    return blockwise_prox_solution(penalty, sub), jnp.zeros((), jnp.int32)
+  if share is None:
+    return solver.solve(penalty, sub, warm_start.astype(dtype), count)
+  return solver.solve_block(penalty, sub, warm_start.astype(dtype), count,
+                            share)
+
+
 def solve_tree(
     solver: Any,
     penalties: Sequence[LeafPenalty | None],
@@ -484,10 +549,8 @@ def solve_tree(
     warm_start: optax.Params,
     count: jax.Array,
 ) -> tuple[optax.Params, Any]:
-  """θ̂ ≈ argmin <v, θ − a> + ½‖θ − a‖²_P + τψ(θ), leaf by leaf.
-
-  Unregularized leaves get a − v/P, separable penalties (ℓ1) their closed
-  form under the diagonal metric, the others ``solver``.
+  """θ̂ ≈ argmin <v, θ − a> + ½‖θ − a‖²_P + τψ(θ), leaf by leaf
+  (:func:`solve_leaf`).
 
   Args:
     solver: the solver for non-separable penalties.
@@ -502,27 +565,24 @@ def solve_tree(
     like it of int32 iteration counts.
   """
   leaves, treedef = jax.tree.flatten(sub.anchor)
-  if len(penalties) != len(leaves):
-    raise ValueError(
-        f"the regularizer describes {len(penalties)} leaves but params "
-        f"have {len(leaves)}."
-    )
+  check_leaf_count(penalties, len(leaves))
   thetas, iters = [], []
   for penalty, a, v, p, z0 in zip(
       penalties, leaves, treedef.flatten_up_to(sub.linear),
       metric_leaves(sub.metric, treedef), treedef.flatten_up_to(warm_start),
   ):
-    dtype = v.dtype
-    leaf = Subproblem(
-        a.astype(dtype), v, p.astype(dtype), sub.threshold.astype(dtype)
-    )
-    if penalty is None:
-      theta, it = unregularized_solution(leaf), jnp.zeros((), jnp.int32)
-    elif penalty.separable:
-      theta = blockwise_prox_solution(penalty, leaf)
-      it = jnp.zeros((), jnp.int32)
-    else:
-      theta, it = solver.solve(penalty, leaf, z0.astype(dtype), count)
+    theta, it = solve_leaf(solver, penalty,
+                           Subproblem(a, v, p, sub.threshold), z0, count)
     thetas.append(theta)
     iters.append(it)
   return treedef.unflatten(thetas), treedef.unflatten(iters)
+
+
+def check_leaf_count(penalties: Sequence[LeafPenalty | None],
+                     num_leaves: int) -> None:
+  """Raises a ValueError unless there is one penalty per leaf."""
+  if len(penalties) != num_leaves:
+    raise ValueError(
+        f"the regularizer describes {len(penalties)} leaves but params "
+        f"have {num_leaves}."
+    )

@@ -24,7 +24,12 @@ def test_accumulates_weighted_gradients_and_restarts(x64):
     assert bool(stage.restart) == (n == 3)
     assert int(stage.num_restarts) == (n >= 3)
     current = {"w": params["w"] + n}
-    state, weight = da.update(g, state, current, lr, stage.restart)
+    new, weight = da.advance(state, lr, stage.restart)
+    state = new._replace(
+        grad_sum={"w": da.accumulate(state.grad_sum["w"], g["w"],
+                                     stage.restart, weight)},
+        anchor={"w": da.reanchor(state.anchor["w"], current["w"],
+                                 stage.restart)})
     if n == 3:
       expected_v, expected_alpha, k = np.zeros(2), 0.0, 0
     k += 1

@@ -7,7 +7,6 @@ import math
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
@@ -17,6 +16,7 @@ from ramda_optax import group_kernels
 from tests import numpy_reference as ref
 from tests.test_blocks import _solve
 from tests.test_blocks import check_each_block_alone
+from tests.test_fused import run
 from tests.test_properties import _subproblem
 
 # Leaves with one free axis: (shape, group axes).
@@ -148,18 +148,12 @@ def test_backend_is_checked_at_construction():
     ro.exact_solver(block_bytes=0)
 
 
-def _trajectory(opt, steps=3):
+def _trajectory(opt):
   rng = np.random.default_rng(9)
   params = {"conv": jnp.asarray(rng.normal(size=(3, 3, 5, 4))),
             "dense": jnp.asarray(rng.normal(size=(7, 3))),
             "bias": jnp.asarray(rng.normal(size=(3,)))}
-  state = opt.init(params)
-  update = jax.jit(opt.update)
-  for _ in range(steps):
-    grads = jax.tree.map(lambda w: w - 0.3 + 0.5 * jnp.sin(7 * w), params)
-    updates, state = update(grads, state, params)
-    params = optax.apply_updates(params, updates)
-  return params
+  return run(opt, params, steps=3)[0]
 
 
 GROUPS = {"conv": (0, 1, 3), "dense": (1,), "bias": None}

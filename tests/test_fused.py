@@ -1,0 +1,132 @@
+"""The fused step (ramda_optax.fused): every stage of a step run block by
+block equals the step of whole leaves, in place."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import ramda_optax as ro
+
+GROUPS = {"conv": (0, 1, 3), "dense": (1,), "wide": (0,), "bias": None}
+
+
+def _params():
+  rng = np.random.default_rng(4)
+  return {"conv": jnp.asarray(rng.normal(size=(3, 3, 5, 4))),
+          "dense": jnp.asarray(rng.normal(size=(7, 3))),
+          "wide": jnp.asarray(rng.normal(size=(2, 9))),
+          "bias": jnp.asarray(rng.normal(size=(3,)))}
+
+
+def run(opt, params, steps=5):
+  """Params and state after ``steps`` steps of a consistent loss."""
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  for _ in range(steps):
+    grads = jax.tree.map(lambda w: w - 0.3 + 0.5 * jnp.sin(7 * w), params)
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+  return params, state
+
+
+def _methods(solver):
+  """Every optimizer of the family that takes a solver, with ``solver``
+  (RAMDA with restarts and a momentum schedule, MADGRAD mode without a
+  regularizer)."""
+  reg = ro.group_lasso(0.05, GROUPS)
+  return {
+      "ramda": ro.ramda(1e-1, regularizer=reg, solver=solver,
+                        momentum=optax.linear_schedule(0.5, 0.9, 4),
+                        restart_steps=(2, 4)),
+      "madgrad": ro.ramda(1e-1, solver=solver),
+      "rmda": ro.rmda(1e-1, regularizer=reg, solver=solver),
+      "proxgen": ro.proxgen(1e-2, regularizer=reg, solver=solver),
+      "prox_ssi": ro.prox_ssi(1e-2, regularizer=reg, solver=solver),
+  }
+
+
+@pytest.mark.parametrize("name", ["ramda", "madgrad", "rmda", "proxgen",
+                                  "prox_ssi"])
+@pytest.mark.parametrize("solve", ["pg", "newton"])
+@pytest.mark.parametrize("block_bytes", [8, 100, 10_000])
+def test_every_method_in_blocks_equals_whole_leaves(name, solve, block_bytes):
+  """Statistics, dual average, solve and averaging run on blocks of whole
+  groups (one group each, several with a remainder, a whole leaf per
+  block) give the whole-leaf step's params and every buffer of the state
+  to float64 rounding, and the same iteration counts: the PG solver with a
+  fixed iteration count, Newton to convergence."""
+  make = {"pg": lambda b: ro.pg_solver(6, 0.0, block_bytes=b),
+          "newton": lambda b: ro.exact_solver(block_bytes=b)}[solve]
+  if name == "prox_ssi" and solve == "pg":
+    pytest.skip("ProxSSI's solve is exact")
+  with jax.enable_x64(True):
+    whole = run(_methods(make(None))[name], _params())
+    blocked = run(_methods(make(block_bytes))[name], _params())
+  (params, state), (blocked_params, blocked_state) = whole, blocked
+  iters, blocked_iters = (np.asarray(s.inner_iters)
+                          for s in (state, blocked_state))
+  whole = (params, state._replace(inner_iters=None))
+  blocked = (blocked_params, blocked_state._replace(inner_iters=None))
+  assert jax.tree.structure(whole) == jax.tree.structure(blocked)
+  for w, b in zip(jax.tree.leaves(whole), jax.tree.leaves(blocked)):
+    np.testing.assert_allclose(b, w, rtol=1e-12, atol=1e-12)
+  if solve == "newton":
+    np.testing.assert_array_equal(blocked_iters, iters)
+  else:  # blocks stop once their decrease is below float64's eps
+    assert np.all(blocked_iters <= iters)
+  if name != "madgrad":
+    assert int(ro.inner_iterations(blocked_state)["conv"]) > 0
+
+
+def test_blocks_stop_as_the_blocked_solver_does():
+  """With a tolerance, each block of the fused step stops on its own test,
+  with its share of the leaf: the first step's θ̂ and iterations are the
+  blocked solver's on the step's subproblem."""
+  reg = ro.group_lasso(0.05, GROUPS)
+  solver = ro.pg_solver(100, 1e-6, block_bytes=8)
+  lr, eps = 1e-1, 1e-6
+  with jax.enable_x64(True):
+    params = _params()
+    _, state = run(ro.ramda(lr, eps=eps, regularizer=reg, solver=solver),
+                   params, steps=1)
+    grads = jax.tree.map(lambda w: w - 0.3 + 0.5 * jnp.sin(7 * w), params)
+    sub = ro.Subproblem(
+        params, jax.tree.map(lambda g: lr * g, grads),
+        jax.tree.map(lambda g: jnp.cbrt(lr * g * g) + eps, grads),
+        jnp.asarray(lr * 0.05))
+    theta, iters = ro.solvers.solve_tree(
+        solver, reg.layout(params), sub, params, jnp.int32(1))
+  for w, b in zip(jax.tree.leaves(theta), jax.tree.leaves(state.solution)):
+    np.testing.assert_allclose(b, w, rtol=1e-10, atol=1e-12)
+  assert ro.inner_iterations(state) == jax.tree.map(int, iters)
+  assert int(iters["conv"]) > 2
+
+
+def _scratch_bytes(solver, shape):
+  """XLA's scratch for a jitted RAMDA step of one leaf, params and state
+  donated."""
+  params = {"k": jnp.zeros(shape, jnp.float32)}
+  opt = ro.ramda(1e-2, regularizer=ro.group_lasso(1e-4, {"k": (0, 1, 3)}),
+                 solver=solver)
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+      params, opt.init(params), params).compile()
+  return compiled.memory_analysis().temp_size_in_bytes
+
+
+@pytest.mark.parametrize("solver", [ro.pg_solver, ro.exact_solver])
+def test_blocks_are_updated_in_place(solver):
+  """The blocked step needs one leaf of scratch (the update, built in a
+  copy of the gradients, which the step does not own) and a few blocks,
+  where the whole-leaf step keeps several leaf-sized temporaries."""
+  shape = (3, 3, 32, 64)
+  leaf = 4 * np.prod(shape)
+  blocked = _scratch_bytes(solver(block_bytes=4096), shape)
+  whole = _scratch_bytes(solver(), shape)
+  assert blocked <= leaf + 16 * 4096 < whole
