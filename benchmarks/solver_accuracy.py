@@ -17,7 +17,6 @@ import argparse
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 
 import ramda_optax as ro
 from ramda_optax import solvers
