@@ -58,7 +58,8 @@ def map_blocks(
 
   Each block reads its part of every array and writes its part of the new
   ones in place (a block touches no other block's entries), so that the
-  leaf is read and written once, and no leaf-sized scratch is needed.
+  leaf is read and written once, with no leaf-sized scratch beyond a copy
+  of each replaced array that the caller keeps (not donated).
 
   Args:
     step: the step of one block: its arrays and its share of the leaf's
@@ -77,25 +78,33 @@ def map_blocks(
   shape = arrays[0].shape
   axis = block_axis(penalty, len(shape))
   itemsize = max(x.dtype.itemsize for x in arrays)
-  if axis is None or block_length(
-      shape, itemsize, axis, block_bytes) >= shape[axis]:
+  n = 1 if axis is None else shape[axis]
+  length = n if axis is None else block_length(shape, itemsize, axis,
+                                               block_bytes)
+  if length >= n:
     new, iters = step(arrays, 1.0)
     return tuple(x if y is None else y for x, y in zip(arrays, new)), iters
-  n = shape[axis]
-  length = block_length(shape, itemsize, axis, block_bytes)
   take = lambda x, start, size: lax.dynamic_slice_in_dim(x, start, size, axis)
-  # The new arrays' dtypes, so that each is updated in a buffer of its own.
   kinds = jax.eval_shape(
       lambda xs: step(xs, 1.0)[0], tuple(take(x, 0, length) for x in arrays))
-  buffers = tuple(x if k is None else x.astype(k.dtype)
-                  for x, k in zip(arrays, kinds))
+  changed = [i for i, k in enumerate(kinds) if k is not None]
+  buffers = tuple(arrays[i].astype(kinds[i].dtype) for i in changed)
 
   def run(start, size, carry):
     buffers, iters = carry
-    new, it = step(tuple(take(x, start, size) for x in buffers), size / n)
-    buffers = tuple(
-        x if y is None else lax.dynamic_update_slice_in_dim(x, y, start, axis)
-        for x, y in zip(buffers, new))
+    current = list(arrays)
+    for i, x in zip(changed, buffers):
+      current[i] = x
+    # The block is read inside a branch (always taken; XLA cannot know)
+    # that its writes depend on: without that order XLA copies the
+    # carried buffers at every block when it fuses the reads of one array
+    # into the writes of another.
+    read = lambda: tuple(take(x, start, size) for x in current)
+    block = lax.cond(iters >= 0, read, lambda: tuple(
+        jnp.zeros_like(x) for x in jax.eval_shape(read)))
+    new, it = step(block, size / n)
+    buffers = tuple(lax.dynamic_update_slice_in_dim(x, new[i], start, axis)
+                    for i, x in zip(changed, buffers))
     return buffers, jnp.maximum(iters, it)
 
   num = n // length
@@ -104,7 +113,11 @@ def map_blocks(
       (buffers, jnp.zeros((), jnp.int32)))
   if n > num * length:
     carry = run(num * length, n - num * length, carry)
-  return carry
+  buffers, iters = carry
+  result = list(arrays)
+  for i, x in zip(changed, buffers):
+    result[i] = x
+  return tuple(result), iters
 
 
 def solve_in_blocks(

@@ -1,6 +1,8 @@
 """The fused step (ramda_optax.fused): every stage of a step run block by
 block equals the step of whole leaves, in place."""
 
+import re
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -104,29 +106,34 @@ def test_blocks_stop_as_the_blocked_solver_does():
   assert int(iters["conv"]) > 2
 
 
-def _scratch_bytes(solver, shape):
-  """XLA's scratch for a jitted RAMDA step of one leaf, params and state
-  donated."""
+def _compiled_step(opt, shape):
+  """A jitted step of one leaf, params and state donated, compiled."""
   params = {"k": jnp.zeros(shape, jnp.float32)}
-  opt = ro.ramda(1e-2, regularizer=ro.group_lasso(1e-4, {"k": (0, 1, 3)}),
-                 solver=solver)
 
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
-  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+  return jax.jit(step, donate_argnums=(0, 1)).lower(
       params, opt.init(params), params).compile()
-  return compiled.memory_analysis().temp_size_in_bytes
 
 
+@pytest.mark.parametrize("method", [ro.ramda, ro.rmda, ro.proxgen,
+                                    ro.prox_ssi])
 @pytest.mark.parametrize("solver", [ro.pg_solver, ro.exact_solver])
-def test_blocks_are_updated_in_place(solver):
-  """The blocked step needs one leaf of scratch (the update, built in a
-  copy of the gradients, which the step does not own) and a few blocks,
-  where the whole-leaf step keeps several leaf-sized temporaries."""
+def test_blocks_are_updated_in_place(method, solver):
+  """Every optimizer's blocked step copies no leaf-sized buffer but the
+  gradients (the update is built in them, and the step does not own
+  them): the state is updated in place, block by block, and its scratch
+  is one leaf and a few blocks, where the whole-leaf step keeps several
+  leaf-sized temporaries."""
   shape = (3, 3, 32, 64)
-  leaf = 4 * np.prod(shape)
-  blocked = _scratch_bytes(solver(block_bytes=4096), shape)
-  whole = _scratch_bytes(solver(), shape)
-  assert blocked <= leaf + 16 * 4096 < whole
+  reg = ro.group_lasso(1e-4, {"k": (0, 1, 3)})
+  blocked = _compiled_step(
+      method(1e-2, regularizer=reg, solver=solver(block_bytes=4096)), shape)
+  leaf_copy = re.compile(r"= f32\[3,3,32,64\]\S* copy\(")
+  assert len(leaf_copy.findall(blocked.as_text())) == 1
+  scratch = blocked.memory_analysis().temp_size_in_bytes
+  whole = _compiled_step(method(1e-2, regularizer=reg, solver=solver()),
+                         shape).memory_analysis().temp_size_in_bytes
+  assert scratch <= 4 * np.prod(shape) + 16 * 4096 < whole
