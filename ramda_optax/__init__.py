@@ -7,9 +7,10 @@ and its building blocks, one module per stage of a step:
     (P, v; the dual average)     (a, v, P, τ)   (θ̂)         (dual_averaging,
                                                              proximal)
 
-with the regularizers ψ (``regularizers``, aligned with params by
-``layouts``), solving a leaf in cache-sized blocks of groups (``blocks``,
-or one Pallas program per block: ``group_kernels``), the schedule
+run leaf by leaf, or in cache-sized blocks of whole groups (``fused``,
+``blocks``; or the solve as one Pallas program per block:
+``group_kernels``), with the regularizers ψ (``regularizers``, aligned
+with params by ``layouts``), the schedule
 (``schedules``) and state inspection (``inspection``). Flax tooling
 (``groups``, ``compaction``), metrics (``structure``, ``identification``),
 data, debugging and sharding build on them; the algorithm itself does not
@@ -22,6 +23,7 @@ from ramda_optax import compaction
 from ramda_optax import datasets
 from ramda_optax import debugging
 from ramda_optax import dual_averaging
+from ramda_optax import fused
 from ramda_optax import group_kernels
 from ramda_optax import groups
 from ramda_optax import identification
@@ -120,6 +122,7 @@ __all__ = (
     "datasets",
     "debugging",
     "dual_averaging",
+    "fused",
     "group_kernels",
     "ema_momentum",
     "exact_solver",

@@ -2,6 +2,8 @@
 
     statistics → (a = W⁰, v = V, P, τ = αλ) → θ̂ ≈ argmin Q → W ← (1 − c) W + c θ̂
 
+run on each leaf, or block by block (:mod:`ramda_optax.fused`).
+
 Reference: Huang & Lee, "Regularized Adaptive Momentum Dual Averaging with an
 Efficient Inexact Subproblem Solver for Training Structured Neural Networks",
 NeurIPS 2024 (arXiv 2403.14398), Algorithm 1.

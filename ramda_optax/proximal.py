@@ -6,7 +6,8 @@ diagonal metric P around the current parameters W and takes
 
     W ← θ̂ ≈ argmin <v, θ − W> + ½ <θ − W, P (θ − W)> + η λ ψ(θ),
 
-so that with λ = 0 it is the unregularized optimizer's step.
+so that with λ = 0 it is the unregularized optimizer's step. The step runs
+on each leaf, or block by block (:mod:`ramda_optax.fused`).
 
 References: Yun, Lozano & Yang, Adaptive proximal gradient methods for
 structured neural networks (ProxGen), NeurIPS 2021; Deleu & Bengio,

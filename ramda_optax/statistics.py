@@ -65,7 +65,10 @@ class Statistics(NamedTuple):
     update: ``(grads, stats, step) -> (v, P, stats)`` with ``step`` a
       :class:`Step`; v is None for statistics that only give a metric (the
       dual-averaging methods take V instead), P a pytree like params or one
-      array for every leaf.
+      array for every leaf. The optimizers call it on one leaf at a time
+      (a pytree of one array), or on one block of a leaf when the solver
+      solves by blocks (:mod:`ramda_optax.fused`), so it must act entry by
+      entry.
     damping: ε >= 0, passed on in ``step.damping``.
     damping_decay: the factor applied to ε at each restart.
   """
