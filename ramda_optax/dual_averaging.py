@@ -143,16 +143,16 @@ def regularized_dual_averaging(
     def leaf_step(solve, arrays):
       """One leaf's (or block's) step: its g, V, W⁰, W, θ̂ and statistics to
       W_new − W (in g's place), V, W⁰, θ̂ and statistics."""
-      g, v, w0, w, theta, *stats = arrays
+      g, v, anchor, w, theta, *stats = arrays
       v = accumulator.accumulate(v, g, restart, weight)
-      w0 = None if restart is False else accumulator.reanchor(w0, w, restart)
+      if restart is not False:
+        anchor = accumulator.reanchor(anchor, w, restart)
       _, metric, stats = preconditioner.update(g, tuple(stats), step)
-      theta, iters = solve(
-          Subproblem(arrays[2] if w0 is None else w0, v, metric, threshold),
-          theta if from_solution else w,
-      )
+      theta, iters = solve(Subproblem(anchor, v, metric, threshold),
+                           theta if from_solution else w)
       update = ((1 - m) * theta + m * w.astype(dtype) - w).astype(w.dtype)
-      return (update, v, w0, None, theta, *stats), iters
+      return (update, v, None if restart is False else anchor, None, theta,
+              *stats), iters
 
     new, inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),

@@ -76,19 +76,17 @@ def apply(
   for i, penalty in enumerate(penalties):
     arrays = tuple(column[i] for column in columns)
 
-    def block_step(arrays, share, penalty=penalty):
+    def run(arrays, share=None, penalty=penalty):
       solve = lambda sub, z0: solvers.solve_leaf(
           solver, penalty, sub, z0, count, share)
       return step(solve, arrays)
 
     size = block_bytes(solver, penalty)
     if size is None:
-      solve = lambda sub, z0, penalty=penalty: solvers.solve_leaf(
-          solver, penalty, sub, z0, count)
-      out, it = step(solve, arrays)
+      out, it = run(arrays)
       out = tuple(x if y is None else y for x, y in zip(arrays, out))
     else:
-      out, it = blocks.map_blocks(block_step, penalty, arrays, size)
+      out, it = blocks.map_blocks(run, penalty, arrays, size)
     new.append(out)
     iters.append(it)
   trees = tuple(treedef.unflatten([out[j] for out in new])
