@@ -69,7 +69,8 @@ def floor(arithmetic: bool) -> optax.GradientTransformation:
 
 
 def variants(groups: dict, strength: float,
-             block_bytes: int = 32 * 1024) -> dict[str, Callable]:
+             block_bytes: int = 2**20,
+             kernel_block_bytes: int = 32 * 1024) -> dict[str, Callable]:
   reg = ro.group_lasso(strength, groups)
   return {
       "adam": lambda: optax.adam(1e-3),
@@ -94,13 +95,14 @@ def variants(groups: dict, strength: float,
           1e-2, regularizer=reg, solver=ro.exact_solver(block_bytes=block_bytes)),
       "ramda_pallas": lambda: ro.ramda(
           1e-2, regularizer=reg,
-          solver=ro.pg_solver(block_bytes=block_bytes, backend="pallas")),
+          solver=ro.pg_solver(block_bytes=kernel_block_bytes, backend="pallas")),
       "ramda_exact_pallas": lambda: ro.ramda(
           1e-2, regularizer=reg,
-          solver=ro.exact_solver(block_bytes=block_bytes, backend="pallas")),
+          solver=ro.exact_solver(block_bytes=kernel_block_bytes,
+                                 backend="pallas")),
       "proxgen_pallas": lambda: ro.proxgen(
           1e-3, regularizer=reg,
-          solver=ro.pg_solver(block_bytes=block_bytes, backend="pallas")),
+          solver=ro.pg_solver(block_bytes=kernel_block_bytes, backend="pallas")),
       "floor_memory": lambda: floor(False),
       "floor_compute": lambda: floor(True),
   }
@@ -254,8 +256,12 @@ def main():
   parser.add_argument("--model", choices=MODELS, default="vgg19")
   parser.add_argument("--variants", default="adam,madgrad,ramda,ramda_exact")
   parser.add_argument("--strength", type=float, default=1e-4)
-  parser.add_argument("--block-bytes", type=int, default=32 * 1024,
-                      help="blocked variants: bytes of one array of a block")
+  parser.add_argument("--block-bytes", type=int, default=2**20,
+                      help="_blocks variants (XLA): bytes of one array of a "
+                           "block")
+  parser.add_argument("--kernel-block-bytes", type=int, default=32 * 1024,
+                      help="_pallas variants: bytes of one array of a "
+                           "kernel program's block")
   parser.add_argument("--regime", choices=("early", "late"), default="early")
   parser.add_argument("--warmup", type=int, default=10,
                       help="late regime: steps before timing")
@@ -284,7 +290,8 @@ def main():
   init, grad_fn = problem(shapes, groups)
   size = sum(x.size for x in jax.tree.leaves(init))
   regularized = _regularized_leaves(groups, init)
-  table = variants(groups, args.strength, args.block_bytes)
+  table = variants(groups, args.strength, args.block_bytes,
+                   args.kernel_block_bytes)
   names = [n for n in args.variants.split(",") if n != "adam"]
   regime = "early (device loop)" if args.device_loop else args.regime
   print(f"{args.model}: {size / 1e6:.2f}M parameters, "
