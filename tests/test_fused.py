@@ -49,10 +49,15 @@ def _methods(solver):
   }
 
 
-@pytest.mark.parametrize("name", ["ramda", "madgrad", "rmda", "proxgen",
-                                  "prox_ssi"])
+SLOW = pytest.mark.slow
+
+
+@pytest.mark.parametrize("name", [
+    "ramda", "proxgen", pytest.param("madgrad", marks=SLOW),
+    pytest.param("rmda", marks=SLOW), pytest.param("prox_ssi", marks=SLOW)])
 @pytest.mark.parametrize("solve", ["pg", "newton"])
-@pytest.mark.parametrize("block_bytes", [8, 100, 10_000])
+@pytest.mark.parametrize("block_bytes", [
+    100, pytest.param(8, marks=SLOW), pytest.param(10_000, marks=SLOW)])
 def test_every_method_in_blocks_equals_whole_leaves(name, solve, block_bytes):
   """Statistics, dual average, solve and averaging run on blocks of whole
   groups (one group each, several with a remainder, a whole leaf per
@@ -118,9 +123,12 @@ def _compiled_step(opt, shape):
       params, opt.init(params), params).compile()
 
 
-@pytest.mark.parametrize("method", [ro.ramda, ro.rmda, ro.proxgen,
-                                    ro.prox_ssi])
-@pytest.mark.parametrize("solver", [ro.pg_solver, ro.exact_solver])
+@pytest.mark.parametrize("method,solver", [
+    (ro.ramda, ro.exact_solver), (ro.proxgen, ro.pg_solver),
+    *(pytest.param(m, s, marks=SLOW) for m, s in [
+        (ro.ramda, ro.pg_solver), (ro.rmda, ro.pg_solver),
+        (ro.rmda, ro.exact_solver), (ro.proxgen, ro.exact_solver),
+        (ro.prox_ssi, ro.pg_solver), (ro.prox_ssi, ro.exact_solver)])])
 def test_blocks_are_updated_in_place(method, solver):
   """Every optimizer's blocked step copies no leaf-sized buffer but the
   gradients (the update is built in them, and the step does not own
