@@ -66,8 +66,6 @@ def test_every_method_in_blocks_equals_whole_leaves(name, solve, block_bytes):
   fixed iteration count, Newton to convergence."""
   make = {"pg": lambda b: ro.pg_solver(6, 0.0, block_bytes=b),
           "newton": lambda b: ro.exact_solver(block_bytes=b)}[solve]
-  if name == "prox_ssi" and solve == "pg":
-    pytest.skip("ProxSSI's solve is exact")
   with jax.enable_x64(True):
     whole = run(_methods(make(None))[name], _params())
     blocked = run(_methods(make(block_bytes))[name], _params())
