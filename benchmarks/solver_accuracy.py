@@ -59,7 +59,8 @@ def main():
   groups = ro.groups.structured(params)
   reg = ro.group_lasso(args.strength, groups)
   eps = 1e-6
-  opt = ro.ramda(1e-2, momentum=0.9, eps=eps, regularizer=reg)
+  opt = ro.ramda(1e-2, momentum=0.9, eps=eps, regularizer=reg,
+                 solver=ro.pg_solver())
   state = opt.init(jax.tree.map(jnp.copy, params))
   step = make_step(model, opt)
   penalties = reg.layout(params)

@@ -18,7 +18,7 @@ that run; the inner iterations are reported per regularized leaf and step.
 steps are recorded, then replayed as one compiled scan (on an accelerator,
 the device's time without each call's dispatch).
 
-    python -m benchmarks.step_time --model vgg19 --variants ramda,ramda_exact
+    python -m benchmarks.step_time --model vgg19 --variants ramda,ramda_pg
 """
 
 import argparse
@@ -76,7 +76,8 @@ def variants(groups: dict, strength: float,
       "adam": lambda: optax.adam(1e-3),
       "madgrad": lambda: optax.contrib.madgrad(1e-2),
       "ramda_noreg": lambda: ro.ramda(1e-2),
-      "ramda": lambda: ro.ramda(1e-2, regularizer=reg),
+      "ramda": lambda: ro.ramda(1e-2, regularizer=reg),  # default solver
+      "ramda_pg": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.pg_solver()),
       "ramda_pg1": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.pg_solver(1)),
       "ramda_pg10": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.pg_solver(10, rtol=0.0)),
@@ -254,7 +255,7 @@ def time_training_step(variant: str, warmup: int, steps: int) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", choices=MODELS, default="vgg19")
-  parser.add_argument("--variants", default="adam,madgrad,ramda,ramda_exact")
+  parser.add_argument("--variants", default="adam,madgrad,ramda,ramda_pg")
   parser.add_argument("--strength", type=float, default=1e-4)
   parser.add_argument("--block-bytes", type=int, default=2**20,
                       help="_blocks variants (XLA): bytes of one array of a "

@@ -52,8 +52,8 @@ def make_optimizer(task: Task, method: str, hyper: dict[str, float],
                    strength: float | jax.Array
                    ) -> optax.GradientTransformation:
   """``method`` with the task's regularizer at ``strength`` under the
-  stage-wise schedule; the nuclear norm's subproblem by the paper's PG
-  solver (at most 5 iterations, rtol 1e-3)."""
+  stage-wise schedule, its subproblems by the paper's PG solver (for the
+  nuclear norm at most 5 iterations, rtol 1e-3)."""
   solver = (ro.pg_solver(max_iters=5, rtol=1e-3)
             if task.structure_name == "low_rank_level" else None)
   return build_optimizer(method, hyper, milestones,
@@ -65,9 +65,11 @@ def build_optimizer(method: str, hyper: dict[str, float],
                     solver: ro.PGSolver | None = None
                     ) -> optax.GradientTransformation:
   """``method`` with ``regularizer`` (the unregularized methods ignore it)
-  under the stage-wise schedule; ``"sgd"`` is momentum SGD (0.9) with
-  weight decay ``hyper["weight_decay"]``."""
+  under the stage-wise schedule, RAMDA's and ProxGen's subproblems by
+  ``solver`` (the paper's PG rule by default); ``"sgd"`` is momentum SGD
+  (0.9) with weight decay ``hyper["weight_decay"]``."""
   lr = hyper["learning_rate"]
+  solver = ro.pg_solver() if solver is None else solver
   if method == "ramda":
     return ro.ramda(**ro.stagewise_schedule(lr, hyper["c"], milestones),
                     regularizer=regularizer, solver=solver)

@@ -22,8 +22,10 @@
 # - a **`Statistics`** accumulates gradient statistics and turns them into
 #   the diagonal metric P of the subproblem (and, for the methods anchored at
 #   the current parameters, its linear term);
-# - the **solver** (`ro.pg_solver()` by default) only talks to leaf
-#   penalties, and `ro.regularized_dual_averaging` wires everything together.
+# - the **solver** only talks to leaf penalties (by default
+#   `ro.default_solver()`: exact for the library's group norms, the paper's
+#   PG for any other penalty, such as the one below), and
+#   `ro.regularized_dual_averaging` wires everything together.
 #
 # This notebook builds the **sparse group lasso** (Simon, Friedman, Hastie &
 # Tibshirani, 2013), which removes whole groups *and* single weights inside
@@ -252,14 +254,17 @@ for name, (_, metrics) in results.items():
 #
 # ## A consistency check
 #
-# With μ = 0 the sparse group lasso is the group lasso, so the new penalty
-# must give the library's own step to float rounding. (Compare single steps:
-# over whole runs, float32 rounding in the solver's stopping rule makes two
-# equivalent programs drift apart.)
+# With μ = 0 the sparse group lasso is the group lasso, so under the same
+# solver (the paper's PG here; by default the library's group lasso is solved
+# exactly) the new penalty must give the library's own step to float
+# rounding. (Compare single steps: over whole runs, float32 rounding in the
+# solver's stopping rule makes two equivalent programs drift apart.)
 
 # %%
-library = ro.ramda(**schedule, regularizer=ro.group_lasso(1e-4, groups))
-ours = ro.ramda(**schedule, regularizer=sparse_group_lasso(1e-4, groups, 0.0))
+library = ro.ramda(**schedule, regularizer=ro.group_lasso(1e-4, groups),
+                   solver=ro.pg_solver())
+ours = ro.ramda(**schedule, regularizer=sparse_group_lasso(1e-4, groups, 0.0),
+                solver=ro.pg_solver())
 params, state_a, state_b = params0, library.init(params0), ours.init(params0)
 gap = 0.0
 for i in range(5):

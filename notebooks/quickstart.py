@@ -69,7 +69,9 @@ jax.tree.map(lambda p, g: (p.shape, g), params, groups)
 # stage-wise schedule (`ro.stagewise_schedule`) decays the learning rate at
 # each milestone, restarts the dual averaging there, and ramps the averaging
 # weight up to 1 in the last stage, so that the weights W end up exactly equal
-# to the structured subproblem solution θ̂.
+# to the structured subproblem solution θ̂. Each step's subproblem is solved
+# exactly for the group lasso (`ro.default_solver()`); `solver=ro.pg_solver()`
+# gives the paper's inexact proximal gradient instead.
 
 # %%
 EPOCHS, BATCH = 10, 128

@@ -67,6 +67,7 @@ from ramda_optax.regularizers import nuclear_norm
 from ramda_optax.regularizers import NuclearNorm
 from ramda_optax.regularizers import Regularizer
 from ramda_optax.schedules import stagewise_schedule
+from ramda_optax.solvers import default_solver
 from ramda_optax.solvers import exact_solver
 from ramda_optax.solvers import ExactSolver
 from ramda_optax.solvers import pg_solver
@@ -121,6 +122,7 @@ __all__ = (
     "cube_root",
     "datasets",
     "debugging",
+    "default_solver",
     "dual_averaging",
     "fused",
     "group_kernels",

@@ -79,7 +79,8 @@ def regularized_dual_averaging(
     momentum: the decay 1 − c in [0, 1) of the average of θ̂ (the paper's
       averaging weight is c), a number or a schedule.
     regularizer: λψ, or None for none.
-    solver: the subproblem solver; :func:`ramda_optax.pg_solver` by default.
+    solver: the subproblem solver; :func:`ramda_optax.default_solver` (exact
+      for group norms, the paper's PG otherwise) by default.
     restart_steps: global steps (0-based counts of steps taken) at which the
       dual averaging restarts and ε is multiplied by the preconditioner's
       decay.
@@ -92,7 +93,7 @@ def regularized_dual_averaging(
   _validation.check_range("learning_rate", learning_rate, 0.0)
   _validation.check_range("momentum", momentum, 0.0, 1.0, high_open=True)
   check_regularizer(regularizer)
-  solver = solvers.pg_solver() if solver is None else solver
+  solver = solvers.default_solver() if solver is None else solver
   restart_steps = accumulator.check_restart_steps(restart_steps)
 
   def init_fn(params: optax.Params) -> RamdaState:
@@ -189,12 +190,15 @@ def ramda(
       θ̂ ≈ argmin <V, θ − W⁰> + ½‖θ − W⁰‖²_P + α λ ψ(θ)
       W ← (1 − c) W + c θ̂,      c = 1 − momentum
 
-  The subproblem is solved by ``solver`` (the paper's inexact proximal
-  gradient by default). With no regularizer this is MADGRAD (whose optax
-  version adds ε to the learning rate). At each step in ``restart_steps``
-  the dual averaging restarts (k, α, V, U ← 0, W⁰ ← W) and ε ← ε ·
-  ``eps_decay``; :func:`ramda_optax.stagewise_schedule` builds the paper's
-  whole schedule.
+  The subproblem is solved by ``solver``: by default exactly for group
+  norms (group lasso, ℓ1; Newton on each group's radius) and by the
+  paper's inexact proximal gradient for other penalties;
+  ``solver=pg_solver()`` is the paper's rule for all. With no regularizer
+  this is MADGRAD (whose optax version adds ε to the learning rate). At
+  each step in ``restart_steps`` the dual averaging restarts (k, α, V, U ←
+  0, W⁰ ← W) and ε ← ε · ``eps_decay``;
+  :func:`ramda_optax.stagewise_schedule` builds the paper's whole
+  schedule.
 
   Args:
     learning_rate: η ≥ 0, a number or an ``optax`` schedule.
@@ -202,7 +206,9 @@ def ramda(
       W = θ̂.
     eps: ε ≥ 0 added to the cube root.
     regularizer: λψ (e.g. :func:`ramda_optax.group_lasso`), or None.
-    solver: subproblem solver; :func:`ramda_optax.pg_solver` by default.
+    solver: subproblem solver; :func:`ramda_optax.default_solver` by
+      default (the exact group-norm solution; ``pg_solver()`` for the
+      paper's inexact PG rule).
     restart_steps: strictly increasing global steps (counts of steps taken)
       at which the dual averaging restarts.
     eps_decay: factor in (0, 1] applied to ε at each restart.

@@ -287,13 +287,20 @@ class Ramda:
           pg_solve_nuclear(W⁰, V, P, τ, z0=W, ...)       nuclear
       W ← momentum(n) W + (1 − momentum(n)) θ;   n += 1
 
+    With solver="exact" a group leaf's θ is exact_group_solution (its
+    iteration count is reported as None) and the nuclear PG starts at the
+    previous θ instead of W.
+
     Leaves are regularized through `groups` (name -> axes, group lasso) or
     `kinds` (name -> kind, section 5 below); a leaf may not be in both.
     """
 
     def __init__(self, params, learning_rate, momentum, eps=1e-6, strength=0.0,
                  groups=None, restart_steps=(), eps_decay=0.1, max_iters=100, rtol=1e-8,
-                 kinds=None, nuclear_max_iters=5, nuclear_rtol=1e-3):
+                 kinds=None, nuclear_max_iters=5, nuclear_rtol=1e-3, solver="pg"):
+        if solver not in ("pg", "exact"):
+            raise ValueError(f"solver must be 'pg' or 'exact'; got {solver!r}")
+        self.solver = solver
         self.params = {k: np.array(x, dtype=np.float64) for k, x in params.items()}
         self.learning_rate = _as_schedule(learning_rate)
         self.momentum = _as_schedule(momentum)
@@ -344,7 +351,11 @@ class Ramda:
             P = np.cbrt(self.U[name]) + eps_n
             axes = self.groups.get(name)
             kind = self.kinds.get(name)
-            if axes is not None:
+            exact = self.solver == "exact"
+            if axes is not None and exact:
+                theta[name] = exact_group_solution(self.W0[name], self.V[name], P, tau, axes)
+                iters[name] = None
+            elif axes is not None:
                 theta[name], iters[name] = pg_solve(self.W0[name], self.V[name], P, tau, W, axes,
                                                     self.max_iters, self.rtol)
             elif kind is None:
@@ -353,7 +364,8 @@ class Ramda:
                 theta[name], iters[name] = prox_solve(kind, self.W0[name], self.V[name], P, tau)
             elif kind[0] == "nuclear":
                 theta[name], iters[name] = pg_solve_nuclear(
-                    self.W0[name], self.V[name], P, tau, W, self.nuclear_max_iters, self.nuclear_rtol)
+                    self.W0[name], self.V[name], P, tau, self.theta[name] if exact else W,
+                    self.nuclear_max_iters, self.nuclear_rtol)
             else:
                 theta[name], iters[name] = pg_solve(self.W0[name], self.V[name], P, tau, W, kind[1],
                                                     self.max_iters, self.rtol)

@@ -9,7 +9,7 @@ import pytest
 
 import ramda_optax as ro
 from tests import numpy_reference as ref
-from tests.problems import GROUPS, quadratic
+from tests.problems import GROUPS, follow, quadratic
 
 NUM_STEPS = 50
 
@@ -39,6 +39,7 @@ def test_trajectory_matches_numpy_reference(x64, momentum, restart_steps):
       momentum=momentum,
       eps=1e-6,
       regularizer=ro.group_lasso(strength, GROUPS),
+      solver=ro.pg_solver(),
       restart_steps=restart_steps,
       eps_decay=0.1,
   )
@@ -67,6 +68,60 @@ def test_trajectory_matches_numpy_reference(x64, momentum, restart_steps):
   assert 0 < float(ro.group_sparsity(reference.theta, GROUPS)) < 1
 
 
+@pytest.mark.parametrize("restart_steps", [(), (20, 35)])
+def test_default_solver_is_exact_on_group_norms(x64, restart_steps):
+  """With no solver given, θ̂ and W follow the reference whose group
+  subproblems are solved to machine precision (bisection), and the default
+  takes fewer passes than the paper's PG rule takes iterations."""
+  init, grad_fn = quadratic(seed=1, num_steps=NUM_STEPS)
+  make = lambda solver: ro.ramda(
+      0.3, momentum=0.9, regularizer=ro.group_lasso(0.05, GROUPS),
+      restart_steps=restart_steps, solver=solver)
+  reference = ref.Ramda(init, 0.3, 0.9, strength=0.05, groups=GROUPS,
+                        restart_steps=restart_steps, solver="exact")
+  history = follow(make(None), reference, grad_fn, NUM_STEPS)
+  assert 0 < float(ro.group_sparsity(reference.theta, GROUPS)) < 1
+  leaves = [k for k, axes in GROUPS.items() if axes is not None]
+  passes = sum(iters[k] for iters, _ in history for k in leaves)
+  paper = ref.Ramda(init, 0.3, 0.9, strength=0.05, groups=GROUPS,
+                    restart_steps=restart_steps)
+  pg = follow(make(ro.pg_solver()), paper, grad_fn, NUM_STEPS, leaves)
+  assert 0 < passes < sum(iters[k] for iters, _ in pg for k in leaves)
+
+
+def test_default_solver_falls_back_to_pg_for_other_penalties(x64):
+  """The nuclear norm under the default: the paper's PG (100 iterations at
+  most, rtol 1e-8) warm-started at the previous θ̂, as the reference."""
+  init, grad_fn = quadratic(seed=31, num_steps=20)
+  reg = ro.nuclear_norm(1.0, {"dense": True, "conv": True, "bias": False})
+  kinds = {"dense": ("nuclear",), "conv": ("nuclear",)}
+  reference = ref.Ramda(init, 0.3, 0.9, strength=1.0, kinds=kinds,
+                        nuclear_max_iters=100, nuclear_rtol=1e-8,
+                        solver="exact")
+  history = follow(ro.ramda(0.3, momentum=0.9, regularizer=reg), reference,
+                   grad_fn, 20, list(kinds))
+  assert max(iters["dense"] for iters, _ in history) > 1
+  assert ro.default_solver() == ro.exact_solver(fallback=ro.pg_solver())
+  # With blocks for its group norms, the exact solver hands the nuclear
+  # norm's leaves (one block each) to the fallback all the same.
+  reference = ref.Ramda(init, 0.3, 0.9, strength=1.0, kinds=kinds,
+                        nuclear_max_iters=100, nuclear_rtol=1e-8,
+                        solver="exact")
+  blocked = ro.exact_solver(block_bytes=64, fallback=ro.pg_solver())
+  follow(ro.ramda(0.3, momentum=0.9, regularizer=reg, solver=blocked),
+         reference, grad_fn, 20, list(kinds))
+
+
+def test_exact_solver_fallback_is_checked():
+  params = {"w": jnp.ones((4, 3))}
+  with pytest.raises(TypeError, match="fallback"):
+    ro.exact_solver(fallback=1.0)
+  # The fallback's own limits apply to the leaves it solves.
+  solver = ro.exact_solver(fallback=ro.exact_solver())
+  with pytest.raises(ValueError, match="exact_solver"):
+    ro.ramda(0.1, regularizer=ro.nuclear_norm(0.1), solver=solver).init(params)
+
+
 @pytest.mark.slow
 class JitAndEagerTest(chex.TestCase):
   """The update follows the reference jitted and run op by op alike."""
@@ -76,7 +131,7 @@ class JitAndEagerTest(chex.TestCase):
     num_steps, restart_steps = 6, (3,)
     init, grad_fn = quadratic(seed=3, num_steps=num_steps)
     opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.3, GROUPS),
-                   restart_steps=restart_steps)
+                   solver=ro.pg_solver(), restart_steps=restart_steps)
     reference = ref.Ramda(init, 0.3, 0.9, strength=0.3, groups=GROUPS,
                           restart_steps=restart_steps)
     update = self.variant(opt.update)
@@ -209,7 +264,8 @@ def test_partition_matches_ramda_on_its_leaves():
 
 def test_subproblem_solution_matches_reference_theta(x64):
   init, grad_fn = quadratic(seed=5, num_steps=20)
-  opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.05, GROUPS))
+  opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.05, GROUPS),
+                 solver=ro.pg_solver())
   history, state = _run_library(opt, init, grad_fn, 20, jnp.float64)
   reference = ref.Ramda(init, 0.3, 0.9, strength=0.05, groups=GROUPS)
   for n in range(20):
@@ -326,7 +382,8 @@ def test_bad_groups_raise_at_init(groups, message):
 
 def test_subproblem_zero_groups_is_theta_hats_pattern(x64):
   init, grad_fn = quadratic(seed=5, num_steps=20)
-  opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.05, GROUPS))
+  opt = ro.ramda(0.3, momentum=0.9, regularizer=ro.group_lasso(0.05, GROUPS),
+                 solver=ro.pg_solver())
   history, state = _run_library(opt, init, grad_fn, 20, jnp.float64)
   zero = jax.jit(lambda s: ro.subproblem_zero_groups(s, GROUPS))(state)
   theta = ro.subproblem_solution(state, history[-2][0])

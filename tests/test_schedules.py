@@ -108,7 +108,8 @@ def test_ramda_stagewise_and_strength_schedules_match_reference(x64):
   init, grad_fn = quadratic(seed=21, num_steps=NUM_STEPS)
   s = ro.stagewise_schedule(0.3, 0.25, MILESTONES)
   strength = _strength(0.05)
-  opt = ro.ramda(**s, eps=1e-6, regularizer=ro.group_lasso(strength, GROUPS))
+  opt = ro.ramda(**s, eps=1e-6, regularizer=ro.group_lasso(strength, GROUPS),
+                 solver=ro.pg_solver())
   reference = ref.Ramda(
       init, _float(s["learning_rate"]), _float(s["momentum"]), eps=1e-6,
       strength=_float(strength), groups=GROUPS, restart_steps=MILESTONES,

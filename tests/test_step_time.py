@@ -18,8 +18,8 @@ def _time(name, regime):
 
 
 def test_early_regime_iterates_more_than_late():
-  early = _time("ramda", "early")
-  late = _time("ramda", "late")
+  early = _time("ramda_pg", "early")
+  late = _time("ramda_pg", "late")
   assert early["inner_iters_per_leaf"] > late["inner_iters_per_leaf"] > 0
   assert early["time_s"] > 0
 
@@ -29,10 +29,10 @@ def test_device_loop_times_the_early_regime():
   same inner iterations as the step-by-step timing of the same starts."""
   init, grad_fn = step_time.problem(SHAPES, GROUPS)
   regularized = step_time._regularized_leaves(GROUPS, init)
-  opt = step_time.variants(GROUPS, 1e-4)["ramda"]()
+  opt = step_time.variants(GROUPS, 1e-4)["ramda_pg"]()
   timer = step_time.device_loop(opt, init, grad_fn, regularized, steps=3)
   looped = timer(2)
-  stepped = _time("ramda", "early")
+  stepped = _time("ramda_pg", "early")
   assert looped["inner_iters_per_leaf"] == stepped["inner_iters_per_leaf"] > 0
   assert looped["time_s"] > 0
 
