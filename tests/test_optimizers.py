@@ -95,21 +95,18 @@ def test_default_solver_falls_back_to_pg_for_other_penalties(x64):
   init, grad_fn = quadratic(seed=31, num_steps=20)
   reg = ro.nuclear_norm(1.0, {"dense": True, "conv": True, "bias": False})
   kinds = {"dense": ("nuclear",), "conv": ("nuclear",)}
-  reference = ref.Ramda(init, 0.3, 0.9, strength=1.0, kinds=kinds,
-                        nuclear_max_iters=100, nuclear_rtol=1e-8,
-                        solver="exact")
-  history = follow(ro.ramda(0.3, momentum=0.9, regularizer=reg), reference,
+  reference = lambda: ref.Ramda(init, 0.3, 0.9, strength=1.0, kinds=kinds,
+                                nuclear_max_iters=100, nuclear_rtol=1e-8,
+                                solver="exact")
+  history = follow(ro.ramda(0.3, momentum=0.9, regularizer=reg), reference(),
                    grad_fn, 20, list(kinds))
   assert max(iters["dense"] for iters, _ in history) > 1
   assert ro.default_solver() == ro.exact_solver(fallback=ro.pg_solver())
   # With blocks for its group norms, the exact solver hands the nuclear
   # norm's leaves (one block each) to the fallback all the same.
-  reference = ref.Ramda(init, 0.3, 0.9, strength=1.0, kinds=kinds,
-                        nuclear_max_iters=100, nuclear_rtol=1e-8,
-                        solver="exact")
   blocked = ro.exact_solver(block_bytes=64, fallback=ro.pg_solver())
   follow(ro.ramda(0.3, momentum=0.9, regularizer=reg, solver=blocked),
-         reference, grad_fn, 20, list(kinds))
+         reference(), grad_fn, 20, list(kinds))
 
 
 def test_exact_solver_fallback_is_checked():
