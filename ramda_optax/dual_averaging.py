@@ -18,6 +18,7 @@ import optax
 
 from ramda_optax import _validation
 from ramda_optax import accumulator
+from ramda_optax import cpu_kernel
 from ramda_optax import fused
 from ramda_optax import schedules
 from ramda_optax import solvers
@@ -95,6 +96,9 @@ def regularized_dual_averaging(
   check_regularizer(regularizer)
   solver = solvers.default_solver() if solver is None else solver
   restart_steps = accumulator.check_restart_steps(restart_steps)
+  uses_kernel = (getattr(solver, "backend", "xla") == "cpu"
+                 and isinstance(solver, solvers.ExactSolver)
+                 and preconditioner.kind == "cube_root")
 
   def init_fn(params: optax.Params) -> RamdaState:
     if jax.tree.leaves(params):  # (optax.tree_utils passes leafless params)
@@ -155,10 +159,32 @@ def regularized_dual_averaging(
       return (update, v, None if restart is False else anchor, None, theta,
               *stats), iters
 
+    def kernel_step(penalty, arrays, xla_step):
+      """The leaf's step as RAMDA's CPU kernel where it covers it (None
+      elsewhere), XLA's on other platforms."""
+      view = cpu_kernel.leaf_view(penalty, arrays[0].shape)
+      if (view is None or any(x.dtype != jnp.float32 for x in arrays)
+          or not cpu_kernel.available()):
+        return None
+      g, v, anchor, w, theta, u = arrays
+
+      def compiled():
+        v_new, u_new, anchor_new, theta_new, passes = cpu_kernel.group_step(
+            view, penalty, (g, w, v, u, anchor, theta),
+            (weight, damping, threshold), restart,
+            max_iters=solver.max_iters, warm_start=solver.warm_start,
+            block_bytes=solver.block_bytes)
+        update = (1 - m) * theta_new + m * w - w
+        return (update, v_new, anchor if anchor_new is None else anchor_new,
+                w, theta_new, u_new), passes
+
+      return cpu_kernel.on_cpu(compiled, xla_step)
+
     new, inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),
         dual.count, params, (updates, state.dual.grad_sum, state.dual.anchor,
-                             params, state.solution, *state.precond))
+                             params, state.solution, *state.precond),
+        kernel_step if uses_kernel else None)
     new_update, grad_sum, anchor, _, theta, *precond = new
     return new_update, RamdaState(
         dual=dual._replace(anchor=anchor, grad_sum=grad_sum),

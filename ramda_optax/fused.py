@@ -33,6 +33,11 @@ Solve = Callable[[Subproblem, jax.Array], tuple[jax.Array, jax.Array]]
 # (solve, arrays) -> (new arrays, None for those unchanged; iterations)
 LeafStep = Callable[[Solve, tuple[jax.Array, ...]],
                     tuple[tuple[jax.Array | None, ...], jax.Array]]
+# (penalty, arrays, the XLA step of the whole leaf) -> (new arrays,
+# iterations), or None where the kernel does not take the leaf.
+Kernel = Callable[[LeafPenalty | None, tuple[jax.Array, ...],
+                   Callable[[], tuple[tuple[jax.Array, ...], jax.Array]]],
+                  tuple[tuple[jax.Array, ...], jax.Array] | None]
 
 
 def block_bytes(solver: Any, penalty: LeafPenalty | None) -> int | None:
@@ -40,7 +45,7 @@ def block_bytes(solver: Any, penalty: LeafPenalty | None) -> int | None:
   run it whole (no penalty, a separable one, or a solver without XLA
   blocks)."""
   if (penalty is None or penalty.separable
-      or getattr(solver, "backend", "xla") != "xla"
+      or getattr(solver, "backend", "xla") not in ("xla", "cpu")
       or not hasattr(solver, "solve_block")):
     return None
   return getattr(solver, "block_bytes", None)
@@ -53,8 +58,10 @@ def apply(
     count: jax.Array,
     params: optax.Params,
     trees: Sequence[optax.Params],
+    kernel: Kernel | None = None,
 ) -> tuple[tuple[optax.Params, ...], list[jax.Array]]:
-  """``step`` run on every leaf of ``trees``, whole or block by block.
+  """``step`` run on every leaf of ``trees``: by ``kernel`` where it takes
+  the leaf, else whole or block by block.
 
   Args:
     step: the step of one leaf (or block): given the solve of its
@@ -65,6 +72,9 @@ def apply(
     count: the 1-based step count (for solvers that schedule tolerances).
     params: the parameters (their structure is the trees').
     trees: pytrees like ``params``.
+    kernel: None, or a compiled step of whole leaves
+      (:mod:`ramda_optax.cpu_kernel`), given the XLA step of the leaf for
+      the platforms it does not run on.
 
   Returns:
     ``(new trees, iterations per leaf)``; unchanged trees' leaves as given.
@@ -81,10 +91,16 @@ def apply(
           solver, penalty, sub, z0, count, share)
       return step(solve, arrays)
 
-    size = block_bytes(solver, penalty)
-    if size is None:
+    def whole(arrays=arrays, run=run):
       out, it = run(arrays)
-      out = tuple(x if y is None else y for x, y in zip(arrays, out))
+      return tuple(x if y is None else y for x, y in zip(arrays, out)), it
+
+    size = block_bytes(solver, penalty)
+    taken = None if kernel is None else kernel(penalty, arrays, whole)
+    if taken is not None:
+      out, it = taken
+    elif size is None:
+      out, it = whole()
     else:
       out, it = blocks.map_blocks(run, penalty, arrays, size)
     new.append(out)

@@ -64,9 +64,12 @@ def _in_kernel(sub: Subproblem, solve):
           jnp.where(regularized, iters, 0))
 
 
-def _check_backend(backend: str, block_bytes: int | None) -> None:
-  if backend not in ("xla", "pallas"):
-    raise ValueError(f"backend must be 'xla' or 'pallas'; got {backend!r}.")
+def _check_backend(backend: str, block_bytes: int | None,
+                   accepted: tuple[str, ...] = ("xla", "pallas")) -> None:
+  if backend not in accepted:
+    names = ", ".join(repr(b) for b in accepted[:-1])
+    raise ValueError(
+        f"backend must be {names} or {accepted[-1]!r}; got {backend!r}.")
   if backend == "pallas" and block_bytes is None:
     raise ValueError(
         "backend='pallas' runs one kernel program per block of groups; "
@@ -300,7 +303,9 @@ class ExactSolver(NamedTuple):
       bound r₀ of the root).
     block_bytes: None to solve a leaf whole, else the bytes of one array
       of a block of whole groups solved on its own.
-    backend: how blocks run: "xla" (a loop) or "pallas" (a kernel).
+    backend: how blocks run: "xla" (a loop), "pallas" (a kernel) or "cpu"
+      (RAMDA's whole step as a compiled CPU kernel where it applies, see
+      ``exact_solver``; XLA elsewhere).
     fallback: None, or the solver of the leaves whose penalty is not a
       group norm (warm-started at the previous θ̂ too).
     start: the warm start it asks of the dual-averaging methods: the
@@ -431,12 +436,21 @@ def exact_solver(
   block, each block stopping on its own radii (as ``pg_solver``'s blocks,
   ``backend="pallas"`` making each block a program of a Pallas kernel).
 
+  ``backend="cpu"`` runs the whole step of RAMDA (and of
+  :func:`regularized_dual_averaging` with the cube-root metric) on each
+  float32 leaf grouped along one axis as one compiled CPU kernel
+  (:mod:`ramda_optax.cpu_kernel`): the statistics, the dual average and
+  this solve, block of groups by block (``block_bytes``, default 128 KiB),
+  each group stopping on its own radius. Everywhere else (other platforms,
+  dtypes, penalties and optimizers, or no C++ compiler) it is the XLA path
+  above, whole leaves or ``block_bytes`` blocks.
+
   Args:
     max_iters: most Newton passes per leaf (or block) and step, >= 1.
     warm_start: start at the warm start's group radii (True) or at r₀.
     block_bytes: None (whole leaves) or the bytes of one array of a block,
       >= 1.
-    backend: "xla" or "pallas" (needs ``block_bytes``).
+    backend: "xla", "pallas" (needs ``block_bytes``) or "cpu".
     fallback: None (other penalties are an error), or a solver for the
       leaves whose penalty is not a group norm (the nuclear norm, a user's
       own), e.g. :func:`pg_solver`; it is warm-started at the previous θ̂.
@@ -451,7 +465,7 @@ def exact_solver(
   _validation.check_int("max_iters", max_iters, 1)
   if block_bytes is not None:
     _validation.check_int("block_bytes", block_bytes, 1)
-  _check_backend(backend, block_bytes)
+  _check_backend(backend, block_bytes, ("xla", "pallas", "cpu"))
   if fallback is not None and not hasattr(fallback, "solve"):
     raise TypeError(
         f"exact_solver: fallback must be None or a solver (an object with a "
@@ -476,7 +490,7 @@ def default_solver() -> ExactSolver:
   Returns:
     An :class:`ExactSolver` with a :class:`PGSolver` fallback.
   """
-  return exact_solver(fallback=pg_solver())
+  return exact_solver(backend="cpu", fallback=pg_solver())
 
 
 class ProxSolver(NamedTuple):

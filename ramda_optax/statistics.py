@@ -71,12 +71,15 @@ class Statistics(NamedTuple):
       entry.
     damping: ε >= 0, passed on in ``step.damping``.
     damping_decay: the factor applied to ε at each restart.
+    kind: the name of a built-in metric ("cube_root"), by which a compiled
+      kernel of the whole step may recognise it; "" for others.
   """
 
   init: Callable[[optax.Params], tuple[Any, ...]]
   update: Callable[[optax.Updates, Any, Step], tuple[Any, Any, Any]]
   damping: float | jax.Array = 0.0
   damping_decay: float = 1.0
+  kind: str = ""
 
 
 Preconditioner = Statistics  # the name the dual-averaging methods used
@@ -136,7 +139,8 @@ def cube_root(eps: float = 1e-6, eps_decay: float = 0.1) -> Statistics:
     )
     return None, metric, (u,)
 
-  return Statistics(_one_buffer, update, damping=eps, damping_decay=eps_decay)
+  return Statistics(_one_buffer, update, damping=eps, damping_decay=eps_decay,
+                    kind="cube_root")
 
 
 def sqrt_count() -> Statistics:

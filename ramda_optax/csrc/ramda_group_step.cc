@@ -1,0 +1,265 @@
+// RAMDA's step on one group-lasso leaf, fused: the dual average, the cube-root
+// metric and the exact subproblem solution, block of groups by block.
+//
+// The leaf is viewed as (A, G, B), group g being x[:, g, :]. For each block
+// of whole groups, one pass reads g, V, U, W⁰ and the previous θ̂ and writes
+//
+//   V ← V + s g,  U ← U + s g²,  P = ∛U + ε,  b = P W⁰ − V
+//
+// (V, U ← 0 first and W⁰ ← W on a restart), keeping b and P in a scratch
+// block; Newton's method then finds each group's radius r, the root of
+// f(r) = Σ b²/(P r + κ)² − 1 (κ = τ √|g|), on the scratch block in cache,
+// and a last pass writes θ̂ = b r/(P r + κ) (0 for a group with ‖b‖ ≤ κ;
+// W⁰ − V/P when τ = 0). Blocks run on XLA's intra-op threads.
+//
+// Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1;
+// the arithmetic follows ramda_optax's XLA path (solvers.ExactSolver,
+// statistics.cube_root, _numerics.cbrt).
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+// ∛u for u >= 0 as _numerics.cbrt: a seed from the bits, two Newton steps.
+inline float CubeRoot(float u) {
+  int32_t bits;
+  std::memcpy(&bits, &u, sizeof bits);
+  bits = bits / 3 + 0x2A51067F;
+  float y;
+  std::memcpy(&y, &bits, sizeof y);
+  const float third = 1.0f / 3.0f;
+  y = y - (y - u / (y * y)) * third;
+  y = y - (y - u / (y * y)) * third;
+  const bool finite = u > 0 && u < std::numeric_limits<float>::infinity();
+  return finite ? y : (u >= 0 ? u : std::numeric_limits<float>::quiet_NaN());
+}
+
+struct Step {
+  int64_t rows, groups, cols, block;  // (A, G, B), groups per block
+  float weight, damping, threshold, group_weight;  // s, ε, τ, √|g|
+  bool restart, warm_start;
+  int64_t max_iters;
+  const float *grad, *params, *v_in, *u_in, *anchor_in, *theta_in;
+  float *v_out, *u_out, *anchor_out, *theta_out;
+};
+
+// Runs groups [g0, g1); `b` and `p` hold (g1 − g0)·A·B floats, `sums` 4 per
+// group. Returns the Newton passes of the group that took most.
+int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
+                 float* sums) {
+  const int64_t n = g1 - g0, per = st.rows * st.cols, cols = st.cols;
+  float* b2sum = sums;
+  float* pmax = sums + n;
+  float* z2sum = sums + 2 * n;
+  float* radius = sums + 3 * n;
+  std::fill(sums, sums + 4 * n, 0.0f);
+  const float s = st.weight, eps = st.damping;
+  const bool restart = st.restart;
+  for (int64_t row = 0; row < st.rows; ++row) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t at = (row * st.groups + g0 + k) * cols;
+      float* bk = b + k * per + row * cols;
+      float* pk = p + k * per + row * cols;
+      const float* g = st.grad + at;
+      const float* v_in = st.v_in + at;
+      const float* u_in = st.u_in + at;
+      const float* z = st.theta_in + at;
+      const float* a = (restart ? st.params : st.anchor_in) + at;
+      float* v_out = st.v_out + at;
+      float* u_out = st.u_out + at;
+      float b2 = 0, z2 = 0, pm = 0;
+#pragma omp simd reduction(+ : b2, z2) reduction(max : pm)
+      for (int64_t j = 0; j < cols; ++j) {
+        const float gj = g[j];
+        const float v = (restart ? 0.0f : v_in[j]) + s * gj;
+        const float u = (restart ? 0.0f : u_in[j]) + s * (gj * gj);
+        v_out[j] = v;
+        u_out[j] = u;
+        const float pj = CubeRoot(u) + eps;
+        const float bj = pj * a[j] - v;
+        bk[j] = bj;
+        pk[j] = pj;
+        b2 += bj * bj;
+        z2 += z[j] * z[j];
+        pm = pm > pj ? pm : pj;
+      }
+      b2sum[k] += b2;
+      z2sum[k] += z2;
+      pmax[k] = std::max(pmax[k], pm);
+      if (restart && st.anchor_out != nullptr) {
+        std::memcpy(st.anchor_out + at, a, cols * sizeof(float));
+      }
+    }
+  }
+  const float kappa = st.threshold * st.group_weight;
+  const float rtol = std::sqrt(std::numeric_limits<float>::epsilon());
+  int64_t most = 0;
+  for (int64_t k = 0; st.threshold > 0 && k < n; ++k) {
+    const float norm_b = std::sqrt(b2sum[k]);
+    if (!(norm_b > kappa)) continue;  // screened: θ̂_g = 0
+    const float lower = pmax[k] > 0 ? (norm_b - kappa) / pmax[k] : 0.0f;
+    float r = st.warm_start ? std::max(lower, std::sqrt(z2sum[k])) : lower;
+    const float* bk = b + k * per;
+    const float* pk = p + k * per;
+    int64_t passes = 0;
+    while (passes < st.max_iters) {
+      float f = 0, df = 0;
+#pragma omp simd reduction(+ : f, df)
+      for (int64_t i = 0; i < per; ++i) {
+        const float inv = 1.0f / (pk[i] * r + kappa);
+        const float t = bk[i] * bk[i] * inv * inv;
+        f += t;
+        df += t * pk[i] * inv;
+      }
+      f -= 1;
+      df *= 2;
+      const float delta = df > 0 ? f / df : 0.0f;
+      const bool moved = std::fabs(delta) > rtol * r;
+      r = std::max(r + delta, lower);
+      ++passes;
+      if (!moved) break;
+    }
+    radius[k] = r;
+    most = std::max(most, passes);
+  }
+  for (int64_t row = 0; row < st.rows; ++row) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t at = (row * st.groups + g0 + k) * cols;
+      const float* bk = b + k * per + row * cols;
+      const float* pk = p + k * per + row * cols;
+      float* theta = st.theta_out + at;
+      const float r = radius[k];
+      if (!(st.threshold > 0)) {  // W⁰ − V/P, 0 where P has no curvature
+        const float* v = st.v_out + at;
+        const float* a = (restart ? st.params : st.anchor_in) + at;
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) {
+          theta[j] = a[j] - (pk[j] > 0 ? v[j] / pk[j] : 0.0f);
+        }
+      } else if (r > 0) {
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) {
+          theta[j] = bk[j] * r / (pk[j] * r + kappa);
+        }
+      } else {
+        std::fill(theta, theta + cols, 0.0f);
+      }
+    }
+  }
+  return most;
+}
+
+struct Work {
+  Step step;
+  int64_t num_blocks;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+  std::atomic<int64_t> passes{0};
+  std::mutex mutex;
+  std::condition_variable finished;
+};
+
+// Claims and runs blocks until none is left.
+void Worker(const std::shared_ptr<Work>& work) {
+  const Step& st = work->step;
+  const int64_t per = st.rows * st.cols;
+  std::vector<float> b(per * st.block), p(per * st.block), sums(4 * st.block);
+  for (int64_t i; (i = work->next.fetch_add(1)) < work->num_blocks;) {
+    const int64_t g0 = i * st.block;
+    const int64_t g1 = std::min(st.groups, g0 + st.block);
+    const int64_t passes = RunBlock(st, g0, g1, b.data(), p.data(), sums.data());
+    int64_t most = work->passes.load();
+    while (passes > most && !work->passes.compare_exchange_weak(most, passes)) {
+    }
+    if (work->done.fetch_add(1) + 1 == work->num_blocks) {
+      std::lock_guard<std::mutex> lock(work->mutex);
+      work->finished.notify_all();
+    }
+  }
+}
+
+ffi::Error GroupStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
+                     ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> v,
+                     ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> anchor,
+                     ffi::Buffer<ffi::F32> theta, ffi::Buffer<ffi::F32> scalars,
+                     ffi::Buffer<ffi::PRED> restart,
+                     ffi::ResultBuffer<ffi::F32> v_out,
+                     ffi::ResultBuffer<ffi::F32> u_out,
+                     ffi::ResultBuffer<ffi::F32> anchor_out,
+                     ffi::ResultBuffer<ffi::F32> theta_out,
+                     ffi::ResultBuffer<ffi::S32> passes, int64_t rows,
+                     int64_t groups, int64_t cols, int64_t block,
+                     int64_t max_iters, float group_weight, bool warm_start) {
+  if (rows < 1 || groups < 1 || cols < 1 || block < 1 ||
+      grad.element_count() != static_cast<size_t>(rows * groups * cols)) {
+    return ffi::Error::InvalidArgument("ramda_group_step: bad leaf view");
+  }
+  auto work = std::make_shared<Work>();
+  Step& st = work->step;
+  const float* sc = scalars.typed_data();
+  st = Step{rows, groups, cols, std::min(block, groups),
+            sc[0], sc[1], sc[2], group_weight,
+            *restart.typed_data(), warm_start, max_iters,
+            grad.typed_data(), params.typed_data(), v.typed_data(),
+            u.typed_data(), anchor.typed_data(), theta.typed_data(),
+            v_out->typed_data(), u_out->typed_data(),
+            anchor_out->typed_data(), theta_out->typed_data()};
+  // Without restarts W⁰ is not an output (an empty buffer); with them it
+  // is W⁰'s own buffer, which a step without a restart leaves as it is.
+  if (anchor_out->element_count() == 0) {
+    st.anchor_out = nullptr;
+  } else if (!st.restart && st.anchor_out != st.anchor_in) {
+    std::memcpy(st.anchor_out, st.anchor_in, grad.size_bytes());
+  }
+  work->num_blocks = (groups + st.block - 1) / st.block;
+  const int64_t helpers =
+      std::min<int64_t>(pool.num_threads(), work->num_blocks - 1);
+  for (int64_t t = 0; t < helpers; ++t) {
+    pool.Schedule([work]() { Worker(work); });
+  }
+  Worker(work);
+  std::unique_lock<std::mutex> lock(work->mutex);
+  work->finished.wait(lock,
+                      [&] { return work->done.load() == work->num_blocks; });
+  *passes->typed_data() = static_cast<int32_t>(work->passes.load());
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaGroupStep, GroupStep,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // g
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // V
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // U
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // W⁰
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // θ̂
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // s, ε, τ
+                                  .Arg<ffi::Buffer<ffi::PRED>>()  // restart
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // V
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // U
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // W⁰
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // θ̂
+                                  .Ret<ffi::Buffer<ffi::S32>>()  // passes
+                                  .Attr<int64_t>("rows")
+                                  .Attr<int64_t>("groups")
+                                  .Attr<int64_t>("cols")
+                                  .Attr<int64_t>("block")
+                                  .Attr<int64_t>("max_iters")
+                                  .Attr<float>("group_weight")
+                                  .Attr<bool>("warm_start"));

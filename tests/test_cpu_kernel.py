@@ -1,0 +1,209 @@
+"""RAMDA's compiled CPU kernel (ramda_optax.cpu_kernel) against the XLA path,
+the float64 reference and the subproblem's optimality conditions."""
+
+import shutil
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import ramda_optax as ro
+from ramda_optax import cpu_kernel
+from tests import numpy_reference as ref
+
+SHAPES = {"conv": (3, 3, 13, 7), "dense": (11, 6), "bias": (7,),
+          "row": (1, 9, 5)}
+GROUPS = {"conv": (0, 1, 3), "dense": (1,), "bias": None, "row": (0, 2)}
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("c++") is None, reason="no C++ compiler to build the kernel")
+
+
+def _problem(seed=0, noise=0.3):
+  """float32 params and a gradient function around a group-sparse target."""
+  rng = np.random.default_rng(seed)
+  init, target = {}, {}
+  for k, shape in SHAPES.items():
+    t = rng.normal(size=shape)
+    if GROUPS[k] is not None:
+      keep = [1 if i in GROUPS[k] else s for i, s in enumerate(shape)]
+      t = t * (rng.random(keep) < 0.5)
+    init[k], target[k] = rng.normal(size=shape), t
+
+  def grad_fn(params, n):
+    r = np.random.default_rng(1000 + n)
+    return {k: np.asarray(params[k], np.float64) - target[k]
+            + noise * r.normal(size=SHAPES[k]) for k in SHAPES}
+
+  return init, grad_fn
+
+
+def _run(opt, init, grad_fn, steps, dtype=jnp.float32):
+  params = {k: jnp.asarray(v, dtype) for k, v in init.items()}
+  state = opt.init(params)
+  update = jax.jit(opt.update)
+  history = []
+  for n in range(steps):
+    grads = {k: jnp.asarray(g, dtype) for k, g in grad_fn(params, n).items()}
+    updates, state = update(grads, state, params)
+    params = optax.apply_updates(params, updates)
+    history.append((params, state))
+  return history
+
+
+def test_kernel_is_built():
+  assert cpu_kernel.available(), cpu_kernel.library()[1]
+
+
+@pytest.mark.parametrize("block_bytes", [None, 1000, 100])
+@pytest.mark.parametrize("restart_steps", [(), (4, 9)])
+@pytest.mark.parametrize("warm_start", [True, False])
+def test_kernel_matches_the_xla_path(block_bytes, restart_steps, warm_start):
+  """Every state buffer and W as XLA's exact solver gives them (to float32
+  rounding), and the same Newton passes up to one: with blocks of several
+  groups that do not divide the leaf's (13 = 4 + 4 + 4 + 1), blocks smaller
+  than a group, and restarts."""
+  init, grad_fn = _problem()
+  lr = optax.piecewise_constant_schedule(0.3, {6: 0.5})
+  make = lambda backend: ro.ramda(
+      lr, regularizer=ro.group_lasso(0.3, GROUPS),
+      restart_steps=restart_steps,
+      solver=ro.exact_solver(backend=backend, block_bytes=block_bytes,
+                             warm_start=warm_start))
+  steps = 12
+  kernel = _run(make("cpu"), init, grad_fn, steps)
+  xla = _run(make("xla"), init, grad_fn, steps)
+  sparsity = []
+  for n, ((p1, s1), (p2, s2)) in enumerate(zip(kernel, xla)):
+    for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
+      if jnp.issubdtype(a.dtype, jnp.floating):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"@{n}")
+    np.testing.assert_allclose(s1.inner_iters, s2.inner_iters, atol=1)
+    for k, axes in GROUPS.items():
+      if axes is not None:
+        np.testing.assert_array_equal(jnp.all(s1.solution[k] == 0, axes),
+                                      jnp.all(s2.solution[k] == 0, axes))
+    sparsity.append(float(ro.group_sparsity(s1.solution, GROUPS)))
+  # The run has zero and nonzero groups, and Newton passes on each leaf.
+  assert 0 < max(sparsity) < 1
+  passes = sum(np.asarray(state.inner_iters) for _, state in kernel)
+  for i, k in enumerate(sorted(SHAPES)):  # jax.tree.leaves order
+    assert (passes[i] > 0) == (GROUPS[k] is not None), k
+
+
+def test_kernel_follows_the_float64_reference():
+  """W and θ̂ within float32 accuracy of the reference's exact solution."""
+  init, grad_fn = _problem(seed=3)
+  steps = 15
+  history = _run(ro.ramda(0.3, regularizer=ro.group_lasso(0.3, GROUPS)),
+                 init, grad_fn, steps)
+  reference = ref.Ramda(init, 0.3, 0.9, strength=0.3, groups=GROUPS,
+                        solver="exact")
+  for n, (params, state) in enumerate(history):
+    expected = reference.step(grad_fn(reference.params, n))
+    for k in SHAPES:
+      np.testing.assert_allclose(params[k], expected[k], rtol=1e-4,
+                                 atol=1e-4, err_msg=f"{k}@{n}")
+      np.testing.assert_allclose(state.solution[k], reference.theta[k],
+                                 rtol=1e-4, atol=1e-4, err_msg=f"θ̂ {k}@{n}")
+  assert 0 < float(ro.group_sparsity(reference.theta, GROUPS)) < 1
+
+
+def test_kernel_solution_is_optimal():
+  """θ̂ of the kernel meets the subproblem's optimality conditions with the
+  state's V, U and τ: a zero group has ‖P W⁰ − V‖ <= κ, a nonzero one
+  P(θ − W⁰) + V + κ θ/‖θ‖ = 0."""
+  init, grad_fn = _problem(seed=5)
+  _, state = _run(ro.ramda(0.3, regularizer=ro.group_lasso(0.3, GROUPS)),
+                  init, grad_fn, 8)[-1]
+  tau = float(state.threshold)
+  checked = 0
+  for k, axes in GROUPS.items():
+    if axes is None:
+      continue
+    theta = np.asarray(state.solution[k], np.float64)
+    v = np.asarray(state.dual.grad_sum[k], np.float64)
+    a = np.asarray(state.dual.anchor[k], np.float64)
+    p = np.cbrt(np.asarray(state.precond[0][k], np.float64)) + 1e-6
+    kappa = tau * np.sqrt(np.prod([theta.shape[i] for i in axes]))
+    norm = np.sqrt(np.sum(theta**2, axis=axes, keepdims=True))
+    b_norm = np.sqrt(np.sum((p * a - v)**2, axis=axes, keepdims=True))
+    zero = norm == 0
+    assert np.all(b_norm[zero] <= kappa * (1 + 1e-5))
+    grad = p * (theta - a) + v + kappa * theta / np.where(zero, 1, norm)
+    scale = np.max(np.abs(v)) + np.max(np.abs(p * a))
+    residual = np.where(zero, 0, grad)
+    assert np.max(np.abs(residual)) < 1e-5 * scale, k
+    checked += int(np.sum(~zero))
+  assert checked > 0
+
+
+def test_zero_gradients_and_no_damping_give_no_nan():
+  """Entries whose gradients are always 0 have U = 0 and, with ε = 0, P = 0:
+  their θ̂ is finite, W⁰ without a penalty and 0 with one (b = P W⁰ − V = 0
+  screens the group), as on the XLA path."""
+  params = {"w": jnp.ones((2, 6, 3), jnp.float32)}
+  mask = jnp.zeros((2, 6, 3)).at[:, :3].set(1.0)
+  for strength in (0.0, 0.05, 100.0):
+    opt = ro.ramda(0.1, eps=0.0,
+                   regularizer=ro.group_lasso(strength, {"w": (0, 2)}))
+    state = opt.init(params)
+    p = params
+    for _ in range(3):
+      updates, state = jax.jit(opt.update)({"w": mask * p["w"]}, state, p)
+      p = optax.apply_updates(p, updates)
+    assert bool(jnp.all(jnp.isfinite(state.solution["w"])))
+    assert bool(jnp.all(jnp.isfinite(p["w"])))
+    np.testing.assert_allclose(
+        state.solution["w"][:, 3:], 0.0 if strength > 0 else 1.0)
+
+
+def test_other_leaves_take_the_xla_path():
+  """bfloat16 leaves, ℓ1 and groups over several free axes are not the
+  kernel's: the backend="cpu" step equals XLA's there."""
+  params = {"half": jnp.ones((4, 3), jnp.bfloat16),
+            "l1": jnp.linspace(-1, 1, 12, dtype=jnp.float32).reshape(4, 3),
+            "two_free": jnp.linspace(-1, 1, 24, dtype=jnp.float32
+                                     ).reshape(2, 3, 4)}
+  assert cpu_kernel.leaf_view(ro.group_lasso(1.0, {"w": ()}).layout(
+      {"w": params["l1"]})[0], (4, 3)) is None
+  assert cpu_kernel.leaf_view(ro.group_lasso(1.0, {"w": (2,)}).layout(
+      {"w": params["two_free"]})[0], (2, 3, 4)) is None
+  groups = {"half": (1,), "l1": (), "two_free": (2,)}
+  out = []
+  for backend in ("cpu", "xla"):
+    opt = ro.ramda(0.1, regularizer=ro.group_lasso(0.01, groups),
+                   solver=ro.exact_solver(backend=backend))
+    state = opt.init(params)
+    grads = jax.tree.map(lambda x: 0.5 * x, params)
+    out.append(jax.jit(opt.update)(grads, state, params))
+  for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+    np.testing.assert_array_equal(a, b)
+
+
+def test_backend_is_checked():
+  with pytest.raises(ValueError, match="'xla', 'pallas' or 'cpu'"):
+    ro.exact_solver(backend="gpu")
+  with pytest.raises(ValueError, match="'xla' or 'pallas'"):
+    ro.pg_solver(backend="cpu")
+
+
+def test_unavailable_kernel_warns_and_falls_back(monkeypatch):
+  """Without the kernel the default takes the XLA path, with a warning
+  that says why."""
+  monkeypatch.setattr(cpu_kernel, "library", lambda: (None, "test reason"))
+  cpu_kernel._warn_once.cache_clear()
+  params = {"w": jnp.ones((4, 3), jnp.float32)}
+  opt = ro.ramda(0.1, regularizer=ro.group_lasso(0.01, {"w": (1,)}))
+  with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    updates, _ = opt.update(params, opt.init(params), params)
+  assert any("test reason" in str(w.message) for w in caught)
+  xla = ro.ramda(0.1, regularizer=ro.group_lasso(0.01, {"w": (1,)}),
+                 solver=ro.exact_solver(fallback=ro.pg_solver()))
+  expected, _ = xla.update(params, xla.init(params), params)
+  np.testing.assert_array_equal(updates["w"], expected["w"])
+  cpu_kernel._warn_once.cache_clear()
