@@ -77,6 +77,11 @@ def variants(groups: dict, strength: float,
       "madgrad": lambda: optax.contrib.madgrad(1e-2),
       "ramda_noreg": lambda: ro.ramda(1e-2),
       "ramda": lambda: ro.ramda(1e-2, regularizer=reg),  # default solver
+      # The default's XLA path (whole leaves), where the CPU kernel is not
+      # used.
+      "ramda_xla": lambda: ro.ramda(
+          1e-2, regularizer=reg,
+          solver=ro.exact_solver(fallback=ro.pg_solver())),
       "ramda_pg": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.pg_solver()),
       "ramda_pg1": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.pg_solver(1)),
       "ramda_pg10": lambda: ro.ramda(
