@@ -8,18 +8,19 @@ and its building blocks, one module per stage of a step:
                                                              proximal)
 
 run leaf by leaf, or in cache-sized blocks of whole groups (``fused``,
-``blocks``; or the solve as one Pallas program per block:
-``group_kernels``), with the regularizers ψ (``regularizers``, aligned
-with params by ``layouts``), the schedule
-(``schedules``) and state inspection (``inspection``). Flax tooling
-(``groups``, ``compaction``), metrics (``structure``, ``identification``),
-data, debugging and sharding build on them; the algorithm itself does not
-import Flax.
+``blocks``; the solve as one Pallas program per block: ``group_kernels``;
+RAMDA's whole step as a compiled CPU kernel: ``cpu_kernel``), with the
+regularizers ψ (``regularizers``, aligned with params by ``layouts``), the
+schedule (``schedules``) and state inspection (``inspection``). Flax
+tooling (``groups``, ``compaction``), metrics (``structure``,
+``identification``), data, debugging and sharding build on them; the
+algorithm itself does not import Flax.
 """
 
 from ramda_optax import accumulator
 from ramda_optax import blocks
 from ramda_optax import compaction
+from ramda_optax import cpu_kernel
 from ramda_optax import datasets
 from ramda_optax import debugging
 from ramda_optax import dual_averaging
@@ -119,6 +120,7 @@ __all__ = (
     "check_finite",
     "compact",
     "compaction",
+    "cpu_kernel",
     "cube_root",
     "datasets",
     "debugging",
