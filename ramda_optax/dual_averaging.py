@@ -217,8 +217,10 @@ def ramda(
       W ← (1 − c) W + c θ̂,      c = 1 − momentum
 
   The subproblem is solved by ``solver``: by default exactly for group
-  norms (group lasso, ℓ1; Newton on each group's radius) and by the
-  paper's inexact proximal gradient for other penalties;
+  norms (group lasso, ℓ1; Newton on each group's radius; on a CPU the
+  whole step of a float32 leaf grouped along one axis runs as a compiled
+  kernel, :mod:`ramda_optax.cpu_kernel`) and by the paper's inexact
+  proximal gradient for other penalties;
   ``solver=pg_solver()`` is the paper's rule for all. With no regularizer
   this is MADGRAD (whose optax version adds ε to the learning rate). At
   each step in ``restart_steps`` the dual averaging restarts (k, α, V, U ←

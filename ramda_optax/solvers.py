@@ -477,15 +477,16 @@ def exact_solver(
 
 def default_solver() -> ExactSolver:
   r"""The dual-averaging methods' default solver: the exact group-norm
-  solution (:func:`exact_solver`, whole leaves), with the paper's inexact PG
-  (:func:`pg_solver`) for every other penalty.
+  solution (:func:`exact_solver`, whole leaves; on a CPU, RAMDA's whole
+  step as a compiled kernel, ``backend="cpu"``), with the paper's inexact
+  PG (:func:`pg_solver`) for every other penalty.
 
   Chosen by measurement over the paper's PG rule: on the subproblems of a
   training run it is exact where the paper's rule stops at a mean relative
   objective gap of 3e-4, and its step costs a quarter of the rule's on
-  VGG19 early in training (``benchmarks/solver_accuracy.py``,
-  ``benchmarks/step_time.py``; see the README). ``solver=pg_solver()``
-  selects the paper's rule.
+  VGG19 early in training on the XLA path, about a thirtieth with the CPU
+  kernel (``benchmarks/solver_accuracy.py``, ``benchmarks/step_time.py``;
+  see the README). ``solver=pg_solver()`` selects the paper's rule.
 
   Returns:
     An :class:`ExactSolver` with a :class:`PGSolver` fallback.
