@@ -11,7 +11,8 @@ subproblem moves most between steps and the solvers iterate most: each of
 ``--starts`` runs from a fresh state times its first ``--steps`` steps (the
 step is compiled beforehand on a copy), and the mean step time is reported.
 ``late`` times ``--steps`` steps after ``--warmup`` steps and reports their
-median. Each step is update and apply_updates, params and state donated.
+median. Each step is update and apply_updates, params and state donated
+(``--no-donate``: not).
 Every variant is timed right after an optax.adam run, and its ratio is to
 that run; the inner iterations are reported per regularized leaf and step.
 ``--device-loop`` times the early regime without the host: each start's
@@ -153,14 +154,16 @@ def _regularized_leaves(groups: dict, params) -> np.ndarray:
 
 
 def time_variant(opt, init, grad_fn, regularized: np.ndarray, regime: str,
-                 warmup: int, steps: int, starts: int) -> dict:
-  """Times ``opt`` in ``regime`` (see the module docstring)."""
+                 warmup: int, steps: int, starts: int,
+                 donate: bool = True) -> dict:
+  """Times ``opt`` in ``regime`` (see the module docstring), params and
+  state donated to the step unless ``donate`` is False."""
 
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
     return optax.apply_updates(params, updates), state
 
-  step = jax.jit(step, donate_argnums=(0, 1))
+  step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
   fresh = lambda: jax.tree.map(jnp.copy, init)
   # A copy: optax.contrib.madgrad keeps params themselves as x0, which
   # could not be donated together with them.
@@ -278,6 +281,9 @@ def main():
   parser.add_argument("--device-loop", action="store_true",
                       help="early regime, each start's recorded gradients "
                            "replayed as one compiled scan (for GPUs)")
+  parser.add_argument("--no-donate", action="store_true",
+                      help="do not donate params and state to the step "
+                           "(every variant, Adam included)")
   parser.add_argument("--json", default=None, help="write results here")
   parser.add_argument("--training-step", action="store_true",
                       help="time the mnist_cnn CNN's whole training step instead")
@@ -311,7 +317,7 @@ def main():
   else:
     timed = lambda name: time_variant(
         table[name](), init, grad_fn, regularized, args.regime, args.warmup,
-        args.steps, args.starts)
+        args.steps, args.starts, donate=not args.no_donate)
   results = {}
   for name in names:
     adam, r = timed("adam"), timed(name)

@@ -136,8 +136,10 @@ def _warn_once(why: str) -> None:
 def leaf_view(penalty: LeafPenalty | None,
               shape: tuple[int, ...]) -> View | None:
   """(rows, groups, cols) of a leaf whose groups are the indices of one
-  axis, else None (no penalty, ℓ1, or groups spanning several axes)."""
-  if not isinstance(penalty, GroupNorm) or penalty.separable or not shape:
+  axis, else None (no penalty, ℓ1, groups spanning several axes, or no
+  entries)."""
+  if (not isinstance(penalty, GroupNorm) or penalty.separable
+      or not math.prod(shape)):
     return None
   free = [d for d in range(len(shape)) if d not in penalty.axes]
   if len(free) != 1:

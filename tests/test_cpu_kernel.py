@@ -184,6 +184,37 @@ def test_other_leaves_take_the_xla_path():
     np.testing.assert_array_equal(a, b)
 
 
+def test_vmapped_update_matches_the_xla_path():
+  """Under ``jax.vmap`` (a stack of models) the kernel runs model by model
+  and gives XLA's results."""
+  init, grad_fn = _problem(seed=7)
+  stack = {k: jnp.stack([jnp.asarray(v, jnp.float32), 0.5 * jnp.asarray(
+      v, jnp.float32)]) for k, v in init.items()}
+  grads = {k: jnp.stack([jnp.asarray(g, jnp.float32)] * 2)
+           for k, g in grad_fn(init, 0).items()}
+  out = []
+  for backend in ("cpu", "xla"):
+    opt = ro.ramda(0.3, regularizer=ro.group_lasso(0.3, GROUPS),
+                   solver=ro.exact_solver(backend=backend))
+    state = jax.vmap(opt.init)(stack)
+    out.append(jax.jit(jax.vmap(opt.update))(grads, state, stack))
+  for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
+    np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6)
+  assert int(jnp.max(out[0][1].inner_iters)) > 0
+
+
+def test_empty_leaves_take_the_xla_path():
+  penalty = ro.group_lasso(1.0, {"w": (1,)}).layout(
+      {"w": jnp.zeros((0, 3))})[0]
+  assert cpu_kernel.leaf_view(penalty, (0, 3)) is None
+  params = {"w": jnp.zeros((0, 3)), "v": jnp.ones((4, 3))}
+  opt = ro.ramda(0.1, regularizer=ro.group_lasso(0.01, {"w": (1,),
+                                                        "v": (1,)}))
+  updates, _ = jax.jit(opt.update)(params, opt.init(params), params)
+  assert updates["w"].shape == (0, 3)
+  assert bool(jnp.all(jnp.isfinite(updates["v"])))
+
+
 def test_backend_is_checked():
   with pytest.raises(ValueError, match="'xla', 'pallas' or 'cpu'"):
     ro.exact_solver(backend="gpu")
