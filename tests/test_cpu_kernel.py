@@ -60,7 +60,8 @@ def test_kernel_is_built():
 
 @pytest.mark.parametrize("block_bytes", [None, 1000, 100])
 @pytest.mark.parametrize("restart_steps", [(), (4, 9)])
-@pytest.mark.parametrize("warm_start", [True, False])
+@pytest.mark.parametrize(
+    "warm_start", [True, pytest.param(False, marks=pytest.mark.slow)])
 def test_kernel_matches_the_xla_path(block_bytes, restart_steps, warm_start):
   """Every state buffer and W as XLA's exact solver gives them (to float32
   rounding), and the same Newton passes up to one: with blocks of several
