@@ -89,8 +89,15 @@ def variants(groups: dict, strength: float,
           1e-2, regularizer=reg, solver=ro.pg_solver(10, rtol=0.0)),
       "ramda_exact": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.exact_solver()),
       "rmda": lambda: ro.rmda(1e-1, regularizer=reg),
-      "proxgen": lambda: ro.proxgen(1e-3, regularizer=reg),
+      "proxgen": lambda: ro.proxgen(1e-3, regularizer=reg),  # default solver
+      "proxgen_xla": lambda: ro.proxgen(
+          1e-3, regularizer=reg,
+          solver=ro.exact_solver(fallback=ro.pg_solver())),
+      "proxgen_pg": lambda: ro.proxgen(
+          1e-3, regularizer=reg, solver=ro.pg_solver()),
       "prox_ssi": lambda: ro.prox_ssi(1e-3, regularizer=reg),
+      "prox_ssi_xla": lambda: ro.prox_ssi(
+          1e-3, regularizer=reg, solver=ro.exact_solver()),
       "prox_sgd": lambda: ro.prox_sgd(1e-1, regularizer=reg),
       "ramda_pg_blocks": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.pg_solver(block_bytes=block_bytes)),

@@ -79,6 +79,7 @@ from ramda_optax.statistics import adam_moments
 from ramda_optax.statistics import adamw_step_moments
 from ramda_optax.statistics import cube_root
 from ramda_optax.statistics import ema_momentum
+from ramda_optax.statistics import Moments
 from ramda_optax.statistics import Preconditioner
 from ramda_optax.statistics import sqrt_count
 from ramda_optax.statistics import Statistics
@@ -101,6 +102,7 @@ __all__ = (
     "LayerStructure",
     "LeafPenalty",
     "ModelCost",
+    "Moments",
     "NuclearNorm",
     "PGSolver",
     "PatternHistory",

@@ -1,13 +1,17 @@
-"""RAMDA's step on a group-lasso leaf as one compiled CPU kernel.
+"""The step of an adaptive method on a group-lasso leaf as one compiled CPU
+kernel.
 
 On XLA:CPU the step of a regularized leaf runs as many separate loops
 (the statistics, each Newton pass, the solution), each crossing memory or,
 by blocks, paying a loop's overhead per block. The kernel in
-``csrc/ramda_group_step.cc`` runs the whole step of a leaf block of whole
-groups by block: one pass reads g, V, U, W⁰ and the previous θ̂ and writes
-V and U, Newton's passes run on the block in cache, a last pass writes θ̂;
-blocks run on XLA's intra-op threads. The averaging of W stays in XLA,
-where it fuses with ``optax.apply_updates``.
+``csrc/ramda_group_step.cc`` runs the whole step of a leaf, block of whole
+groups by block, for statistics of the :class:`ramda_optax.Moments` form
+(RAMDA's cube root, ProxGen's and ProxSSI's Adam moments) and the exact
+group-lasso solution: one pass reads g, the two statistics, the anchor and
+the warm start and writes the statistics, Newton's passes run on the block
+in cache, a last pass writes θ̂ (or θ̂ − W); blocks run on XLA's intra-op
+threads. RAMDA's averaging of W stays in XLA, where it fuses with
+``optax.apply_updates``.
 
 It is built on first use with the system's C++ compiler (``$CXX``, else
 ``c++``) against the XLA FFI headers that jaxlib ships, cached under
@@ -17,7 +21,8 @@ the FFI) or ``RAMDA_OPTAX_CPU_KERNEL=0``, the optimizers take the XLA path,
 which computes the same step (to float32 rounding) and remains the
 reference.
 
-Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1.
+References: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1;
+Yun, Lozano & Yang, NeurIPS 2021 (ProxGen).
 """
 
 import ctypes
@@ -40,6 +45,7 @@ from jax import lax
 
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
+from ramda_optax.statistics import Statistics
 
 TARGET = "ramda_group_step"
 # Bytes of one array of a block of groups: b and P of a block, in scratch,
@@ -148,13 +154,34 @@ def leaf_view(penalty: LeafPenalty | None,
   return math.prod(shape[:k]), shape[k], math.prod(shape[k + 1:])
 
 
+def selected(solver: object, statistics: Statistics) -> bool:
+  """Whether an optimizer with ``solver`` and ``statistics`` runs its
+  group-lasso leaves in the kernel: an ``exact_solver(backend="cpu")`` and
+  statistics in :class:`ramda_optax.Moments` form."""
+  return (getattr(solver, "backend", None) == "cpu"
+          and statistics.moments is not None)
+
+
+def leaf_takes(penalty: LeafPenalty | None,
+               arrays: tuple[jax.Array, ...]) -> View | None:
+  """The view of a leaf the kernel takes (float32 arrays, a group norm
+  along one axis, the kernel built), else None."""
+  view = leaf_view(penalty, arrays[0].shape)
+  if (view is None or any(x.dtype != jnp.float32 for x in arrays)
+      or not available()):
+    return None
+  return view
+
+
 def group_step(
     view: View,
     penalty: GroupNorm,
     arrays: tuple[jax.Array, ...],
-    scalars: tuple[jax.Array, jax.Array, jax.Array],
+    coefficients: tuple[jax.Array | float, ...],
     restart: jax.Array | bool,
     *,
+    root: int,
+    delta: bool,
     max_iters: int,
     warm_start: bool,
     block_bytes: int | None,
@@ -164,39 +191,50 @@ def group_step(
   Args:
     view: the leaf's (rows, groups, cols).
     penalty: its group norm.
-    arrays: (g, W, V, U, W⁰, previous θ̂), float32, of the leaf's shape.
-    scalars: (s, ε, τ): the gradient's weight, the metric's damping and
-      the threshold.
-    restart: whether this step restarts the dual averaging (False when the
-      optimizer has no restarts: W⁰ is then not an output).
+    arrays: (g, W, V, U, a, warm start), float32, of the leaf's shape: the
+      statistics' two buffers, the anchor (W⁰, or W) and the point whose
+      group radii start Newton (the previous θ̂, or W).
+    coefficients: (β₁, w₁, β₂, w₂, c, ℓ, ε, τ): V ← β₁V + w₁g,
+      U ← β₂U + w₂g², P = root(c U) + ε, v = ℓV, and the threshold.
+    restart: whether this step restarts the statistics (V, U ← 0) and
+      re-anchors a at W; False when the optimizer has no restarts (the
+      anchor is then not an output).
+    root: 3 (cube root) or 2 (square root).
+    delta: return θ̂ − W in a new buffer (else θ̂, in the warm start's).
     max_iters: most Newton passes per group.
-    warm_start: start Newton at the previous θ̂'s group radii.
+    warm_start: start Newton at the warm start's group radii.
     block_bytes: bytes of one array of a block (None: ``BLOCK_BYTES``).
 
   Returns:
-    ``(V, U, W⁰ or None, θ̂, passes)``; V, U, W⁰ and θ̂ are written in the
-    buffers of the ones given (donate them to avoid copies).
+    ``(V, U, a or None, θ̂ or θ̂ − W, passes)``; V and U, a, and θ̂ (without
+    ``delta``) are written in the buffers of the ones given (donate them to
+    avoid copies).
   """
-  g, w, v, u, anchor, theta = arrays
+  g, w, v, u, anchor, start = arrays
   rows, groups, cols = view
   per_group = rows * cols * 4
   block = max(1, (block_bytes or BLOCK_BYTES) // per_group)
   leaf = jax.ShapeDtypeStruct(g.shape, jnp.float32)
   restarts = restart is not False
+  if restarts and delta:
+    raise ValueError("cpu_kernel.group_step: restarts need delta=False.")
+  aliases = {2: 0, 3: 1, **({4: 2} if restarts else {}),
+             **({0: 3} if delta else {5: 3})}
   call = jax.ffi.ffi_call(
       TARGET,
       (leaf, leaf, leaf if restarts else jax.ShapeDtypeStruct((0,), jnp.float32),
        leaf, jax.ShapeDtypeStruct((), jnp.int32)),
-      input_output_aliases={2: 0, 3: 1, 5: 3, **({4: 2} if restarts else {})},
+      input_output_aliases=aliases,
       vmap_method="sequential",
   )
   v, u, new_anchor, theta, passes = call(
-      g, w if restarts else anchor, v, u, anchor, theta,
-      jnp.stack([jnp.asarray(x, jnp.float32) for x in scalars]),
+      g, w if restarts or delta else anchor, v, u, anchor, start,
+      jnp.stack([jnp.asarray(x, jnp.float32) for x in coefficients]),
       jnp.asarray(restart, jnp.bool_),
       rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
       block=np.int64(block), max_iters=np.int64(max_iters),
-      group_weight=np.float32(penalty.weight), warm_start=bool(warm_start))
+      group_weight=np.float32(penalty.weight), warm_start=bool(warm_start),
+      root=np.int64(root), delta=bool(delta))
   return v, u, new_anchor if restarts else None, theta, passes
 
 

@@ -96,9 +96,7 @@ def regularized_dual_averaging(
   check_regularizer(regularizer)
   solver = solvers.default_solver() if solver is None else solver
   restart_steps = accumulator.check_restart_steps(restart_steps)
-  uses_kernel = (getattr(solver, "backend", "xla") == "cpu"
-                 and isinstance(solver, solvers.ExactSolver)
-                 and preconditioner.kind == "cube_root")
+  uses_kernel = cpu_kernel.selected(solver, preconditioner)
 
   def init_fn(params: optax.Params) -> RamdaState:
     if jax.tree.leaves(params):  # (optax.tree_utils passes leafless params)
@@ -162,16 +160,19 @@ def regularized_dual_averaging(
     def kernel_step(penalty, arrays, xla_step):
       """The leaf's step as RAMDA's CPU kernel where it covers it (None
       elsewhere), XLA's on other platforms."""
-      view = cpu_kernel.leaf_view(penalty, arrays[0].shape)
-      if (view is None or any(x.dtype != jnp.float32 for x in arrays)
-          or not cpu_kernel.available()):
+      view = cpu_kernel.leaf_takes(penalty, arrays)
+      if view is None:
         return None
       g, v, anchor, w, theta, u = arrays
+      # V is the dual average: V ← V + s g, v = V.
+      _, _, decay, weight_u, scale, _ = preconditioner.moments.coefficients(
+          step)
 
       def compiled():
         v_new, u_new, anchor_new, theta_new, passes = cpu_kernel.group_step(
             view, penalty, (g, w, v, u, anchor, theta),
-            (weight, damping, threshold), restart,
+            (1.0, weight, decay, weight_u, scale, 1.0, damping, threshold),
+            restart, root=preconditioner.moments.root, delta=False,
             max_iters=solver.max_iters, warm_start=solver.warm_start,
             block_bytes=solver.block_bytes)
         update = (1 - m) * theta_new + m * w - w

@@ -166,17 +166,18 @@ def _newton_body(weight: float, max_iters: int, warm_start: bool):
       start = jnp.maximum(lower, jnp.sqrt(_group_sum([x * x for x in z0])))
 
     def newton(carry):
-      j, r, _ = carry
+      j, r, running = carry
       inv = [1 / (pi * r[:, None] + kappa) for pi in p]
       b2_inv2 = [x * i * i for x, i in zip(b2, inv)]
       f = _group_sum(b2_inv2) - 1
       df = 2 * _group_sum([x * pi * i for x, pi, i in zip(b2_inv2, p, inv)])
       delta = _numerics.safe_divide(f, df)
-      r_new = jnp.where(active, jnp.maximum(r + delta, lower), 0)
-      return j + 1, r_new, _any(active & (jnp.abs(delta) > rtol * r))
+      r_new = jnp.where(running, jnp.maximum(r + delta, lower), r)
+      moved = (jnp.abs(delta) > rtol * r) & ((j == 0) | (delta > 0))
+      return j + 1, r_new, running & moved
 
-    cond = lambda carry: (carry[0] < max_iters) & carry[2]
-    init = (0, jnp.where(active, start, 0), _any(active) & (tau > 0))
+    cond = lambda carry: (carry[0] < max_iters) & _any(carry[2])
+    init = (0, jnp.where(active, start, 0), active & (tau > 0))
     iters, r, _ = lax.while_loop(cond, newton, init)
     on, r = active[:, None], r[:, None]
     theta = [jnp.where(on, bi * r / (pi * r + kappa), 0)

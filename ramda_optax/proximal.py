@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import optax
 
 from ramda_optax import _validation
+from ramda_optax import cpu_kernel
 from ramda_optax import fused
 from ramda_optax import schedules
 from ramda_optax import solvers
@@ -80,6 +81,7 @@ def regularized_proximal(
   """
   _validation.check_range("learning_rate", learning_rate, 0.0)
   check_regularizer(regularizer)
+  uses_kernel = cpu_kernel.selected(solver, statistics)
 
   def init_fn(params):
     if jax.tree.leaves(params):  # (optax.tree_utils passes leafless params)
@@ -118,9 +120,30 @@ def regularized_proximal(
       return ((theta - w.astype(theta.dtype)).astype(w.dtype), None,
               *stats), iters
 
+    def kernel_step(penalty, arrays, xla_step):
+      """The leaf's step as the CPU kernel where it covers it (None
+      elsewhere), XLA's on other platforms."""
+      view = None if len(arrays) != 4 else cpu_kernel.leaf_takes(
+          penalty, arrays)
+      if view is None:
+        return None
+      g, w, first, second = arrays
+
+      def compiled():
+        first_new, second_new, _, update, passes = cpu_kernel.group_step(
+            view, penalty, (g, w, first, second, w, w),
+            (*statistics.moments.coefficients(step), step.damping, threshold),
+            False, root=statistics.moments.root, delta=True,
+            max_iters=solver.max_iters, warm_start=solver.warm_start,
+            block_bytes=solver.block_bytes)
+        return (update, w, first_new, second_new), passes
+
+      return cpu_kernel.on_cpu(compiled, xla_step)
+
     (new_updates, _, *stats), inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),
-        optax.safe_increment(count), params, (updates, params, *state.stats))
+        optax.safe_increment(count), params, (updates, params, *state.stats),
+        kernel_step if uses_kernel else None)
     return new_updates, ProximalState(
         count=optax.safe_increment(count),
         stats=tuple(stats),
@@ -139,12 +162,14 @@ def proxgen(
     regularizer: Regularizer | None = None,
     solver: Any = None,
 ) -> optax.GradientTransformationExtraArgs:
-  r"""ProxGen (ProxAdamW): Adam's model with a regularizer, solved inexactly.
+  r"""ProxGen (ProxAdamW): Adam's model with a regularizer.
 
       m ← β₁m + (1−β₁)g,  v ← β₂v + (1−β₂)g²,  P = √(v/(1−β₂ᵗ)) + ε
       W ← argmin <η m/(1−β₁ᵗ), θ − W> + ½‖θ − W‖²_P + ηλψ(θ)
 
-  With λ = 0 this is Adam.
+  With λ = 0 this is Adam. The paper solves the subproblem inexactly by PG
+  (``solver=pg_solver()``); the default solves group norms exactly, as for
+  :func:`ramda_optax.ramda`.
 
   Args:
     learning_rate: η ≥ 0, a number or an ``optax`` schedule.
@@ -152,7 +177,9 @@ def proxgen(
     b2: second-moment decay in [0, 1).
     eps: ε ≥ 0.
     regularizer: λψ, or None.
-    solver: :func:`ramda_optax.pg_solver` by default.
+    solver: :func:`ramda_optax.default_solver` by default (the exact
+      group-norm solution, on a CPU in the compiled kernel; the paper's PG
+      for other penalties); ``pg_solver()`` is the paper's rule.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -165,7 +192,7 @@ def proxgen(
       learning_rate,
       statistics=adam_moments(b1, b2, eps),
       regularizer=regularizer,
-      solver=solvers.pg_solver() if solver is None else solver,
+      solver=solvers.default_solver() if solver is None else solver,
       name="proxgen",
   )
 
@@ -195,8 +222,9 @@ def prox_ssi(
     b2: second-moment decay in [0, 1).
     eps: ε ≥ 0.
     regularizer: λψ (group lasso or ℓ1), or None.
-    solver: :func:`ramda_optax.exact_solver` by default (its blocked or
-      kernel forms, or another solver, may be passed).
+    solver: ``exact_solver(backend="cpu")`` by default (on a CPU the
+      whole step of a float32 group-lasso leaf as a compiled kernel,
+      :mod:`ramda_optax.cpu_kernel`; its XLA form elsewhere).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -209,7 +237,7 @@ def prox_ssi(
       learning_rate,
       statistics=adamw_step_moments(b1, b2, eps),
       regularizer=regularizer,
-      solver=solvers.exact_solver() if solver is None else solver,
+      solver=solvers.exact_solver(backend="cpu") if solver is None else solver,
       name="prox_ssi",
   )
 

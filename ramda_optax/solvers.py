@@ -391,7 +391,7 @@ class ExactSolver(NamedTuple):
     rtol = jnp.sqrt(jnp.finfo(a.dtype).eps)
 
     def newton(carry):
-      j, r, _ = carry
+      j, r, running = carry
       inv = 1 / (p * r + kappa)  # κ > 0 here: one reciprocal per entry
       b2_inv2 = b2 * inv * inv
       f = group_sum(b2_inv2) - 1
@@ -399,17 +399,21 @@ class ExactSolver(NamedTuple):
       delta = _numerics.safe_divide(f, df)
       # Near the root Newton's error after a step of δ is at most
       # (f''/2|f'|) δ² <= 1.5 δ²/r, as f''/|f'| <= 3/r: once |δ| <= √eps r,
-      # the radius after the step is the root to rounding.
-      r_new = jnp.where(active, jnp.maximum(r + delta, lower), 0)
-      return j + 1, r_new, jnp.any(active & (jnp.abs(delta) > rtol * r))
+      # the radius after the step is the root to rounding. After the first
+      # step every iterate lies left of the root, so δ > 0: a step δ <= 0
+      # then comes of f's rounding, r being the root to it (a small radius,
+      # below f's resolution over √eps r, would otherwise oscillate). Each
+      # group stops on its own radius.
+      r_new = jnp.where(running, jnp.maximum(r + delta, lower), r)
+      moved = (jnp.abs(delta) > rtol * r) & ((j == 0) | (delta > 0))
+      return j + 1, r_new, running & moved
 
     def cond(carry):
-      j, _, moved = carry
-      return jnp.logical_and(j < self.max_iters, moved)
+      j, _, running = carry
+      return jnp.logical_and(j < self.max_iters, jnp.any(running))
 
     def regularized():
-      init = (jnp.zeros((), jnp.int32), jnp.where(active, start, 0),
-              jnp.any(active))
+      init = (jnp.zeros((), jnp.int32), jnp.where(active, start, 0), active)
       passes, r, _ = lax.while_loop(cond, newton, init)
       return jnp.where(active, b * r / (p * r + kappa), 0), passes
 
@@ -436,12 +440,12 @@ def exact_solver(
   block, each block stopping on its own radii (as ``pg_solver``'s blocks,
   ``backend="pallas"`` making each block a program of a Pallas kernel).
 
-  ``backend="cpu"`` runs the whole step of RAMDA (and of
-  :func:`regularized_dual_averaging` with the cube-root metric) on each
-  float32 leaf grouped along one axis as one compiled CPU kernel
-  (:mod:`ramda_optax.cpu_kernel`): the statistics, the dual average and
-  this solve, block of groups by block (``block_bytes``, default 128 KiB),
-  each group stopping on its own radius. Everywhere else (other platforms,
+  ``backend="cpu"`` runs the whole step of RAMDA, ProxGen and ProxSSI (of
+  every optimizer whose statistics are :class:`ramda_optax.Moments`) on
+  each float32 leaf grouped along one axis as one compiled CPU kernel
+  (:mod:`ramda_optax.cpu_kernel`): the statistics and this solve, block of
+  groups by block (``block_bytes``, default 128 KiB), each group stopping
+  on its own radius. Everywhere else (other platforms,
   dtypes, penalties and optimizers, or no C++ compiler) it is the XLA path
   above, whole leaves or ``block_bytes`` blocks.
 
@@ -476,10 +480,10 @@ def exact_solver(
 
 
 def default_solver() -> ExactSolver:
-  r"""The dual-averaging methods' default solver: the exact group-norm
-  solution (:func:`exact_solver`, whole leaves; on a CPU, RAMDA's whole
-  step as a compiled kernel, ``backend="cpu"``), with the paper's inexact
-  PG (:func:`pg_solver`) for every other penalty.
+  r"""RAMDA's and ProxGen's default solver: the exact group-norm solution
+  (:func:`exact_solver`, whole leaves; on a CPU, the optimizer's whole step
+  as a compiled kernel, ``backend="cpu"``), with the paper's inexact PG
+  (:func:`pg_solver`) for every other penalty.
 
   Chosen by measurement over the paper's PG rule: on the subproblems of a
   training run it is exact where the paper's rule stops at a mean relative

@@ -57,6 +57,25 @@ class Step(NamedTuple):
   damping: jax.Array
 
 
+class Moments(NamedTuple):
+  """Statistics of two buffers, V and U, updated entry by entry as
+
+      V ← β₁ V + w₁ g,  U ← β₂ U + w₂ g²,  P = root(c U) + ε,  v = ℓ V,
+
+  in the form a compiled kernel of the whole step computes them
+  (:mod:`ramda_optax.cpu_kernel`). For the dual-averaging methods V is the
+  dual average, which they keep.
+
+  Attributes:
+    root: 3 (the cube root) or 2 (the square root).
+    coefficients: ``step -> (β₁, w₁, β₂, w₂, c, ℓ)``, with ``step`` a
+      :class:`Step`.
+  """
+
+  root: int
+  coefficients: Callable[[Step], tuple[Any, ...]]
+
+
 class Statistics(NamedTuple):
   """Gradient statistics giving the subproblem's metric and linear term.
 
@@ -71,15 +90,15 @@ class Statistics(NamedTuple):
       entry.
     damping: ε >= 0, passed on in ``step.damping``.
     damping_decay: the factor applied to ε at each restart.
-    kind: the name of a built-in metric ("cube_root"), by which a compiled
-      kernel of the whole step may recognise it; "" for others.
+    moments: None, or the same statistics as :class:`Moments`, by which a
+      compiled kernel of the whole step computes them.
   """
 
   init: Callable[[optax.Params], tuple[Any, ...]]
   update: Callable[[optax.Updates, Any, Step], tuple[Any, Any, Any]]
   damping: float | jax.Array = 0.0
   damping_decay: float = 1.0
-  kind: str = ""
+  moments: Moments | None = None
 
 
 Preconditioner = Statistics  # the name the dual-averaging methods used
@@ -139,8 +158,11 @@ def cube_root(eps: float = 1e-6, eps_decay: float = 0.1) -> Statistics:
     )
     return None, metric, (u,)
 
+  def coefficients(step):
+    return 1.0, step.weight, 1.0, step.weight, 1.0, 1.0
+
   return Statistics(_one_buffer, update, damping=eps, damping_decay=eps_decay,
-                    kind="cube_root")
+                    moments=Moments(3, coefficients))
 
 
 def sqrt_count() -> Statistics:
@@ -197,9 +219,7 @@ def adam_moments(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Stati
 
   def update(grads, stats, step):
     m, v = _moments(b1, b2, grads, stats)
-    t = step.stage_count.astype(step.weight.dtype)
-    c1, c2 = 1 - b1**t, 1 - b2**t
-    scale = step.learning_rate / c1
+    c2, scale = corrections(step)
     linear = jax.tree.map(lambda m: scale.astype(m.dtype) * m, m)
     metric = jax.tree.map(
         lambda v: jnp.sqrt(v / c2.astype(v.dtype)) + step.damping.astype(v.dtype),
@@ -207,7 +227,17 @@ def adam_moments(b1: float = 0.9, b2: float = 0.999, eps: float = 1e-8) -> Stati
     )
     return linear, metric, (m, v)
 
-  return Statistics(_two_buffers, update, damping=eps)
+  def corrections(step):
+    """(1 − β₂ᵗ, η/(1 − β₁ᵗ))."""
+    t = step.stage_count.astype(step.weight.dtype)
+    return 1 - b2**t, step.learning_rate / (1 - b1**t)
+
+  def coefficients(step):
+    c2, scale = corrections(step)
+    return b1, 1 - b1, b2, 1 - b2, 1 / c2, scale
+
+  return Statistics(_two_buffers, update, damping=eps,
+                    moments=Moments(2, coefficients))
 
 
 def adamw_step_moments(
@@ -237,15 +267,23 @@ def adamw_step_moments(
 
   def update(grads, stats, step):
     m, v = _moments(b1, b2, grads, stats)
-    t = step.stage_count.astype(step.weight.dtype)
-    scale = step.learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+    scale = step_scale(step)
     linear = jax.tree.map(lambda m: scale.astype(m.dtype) * m, m)
     metric = jax.tree.map(
         lambda v: jnp.sqrt(v) + step.damping.astype(v.dtype), v
     )
     return linear, metric, (m, v)
 
-  return Statistics(_two_buffers, update, damping=eps)
+  def step_scale(step):
+    """η √(1−β₂ᵗ)/(1−β₁ᵗ)."""
+    t = step.stage_count.astype(step.weight.dtype)
+    return step.learning_rate * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+
+  def coefficients(step):
+    return b1, 1 - b1, b2, 1 - b2, 1.0, step_scale(step)
+
+  return Statistics(_two_buffers, update, damping=eps,
+                    moments=Moments(2, coefficients))
 
 
 def ema_momentum(momentum: float = 0.9) -> Statistics:

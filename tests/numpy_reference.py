@@ -716,12 +716,14 @@ class _AdamMoments:
 
 
 class ProxGen(_AdamMoments):
-    """ProxGen (ProxAdamW) with the inexact PG solver.
+    """ProxGen (ProxAdamW) with the inexact PG solver (or, with
+    solver="exact", the exact group solution).
 
     At step n (t = n + 1), per leaf:
       m, v2 Adam moments;  lin = η(n) m/(1 − b1^t);  P = sqrt(v2/(1 − b2^t)) + eps
       τ = η(n) λ(n);  anchor a = W;  warm start z0 = W
-      θ = pg_solve(a, lin, P, τ, W, axes)          group
+      θ = pg_solve(a, lin, P, τ, W, axes)          group (solver="pg")
+          exact_group_solution(a, lin, P, τ, axes)  group (solver="exact")
           prox_solve(("l1",), a, lin, P, τ)         ℓ1 (elementwise closed form)
           pg_solve_nuclear(a, lin, P, τ, W, ...)    nuclear
           a − lin/P                                 unregularized
@@ -729,8 +731,12 @@ class ProxGen(_AdamMoments):
     """
 
     def __init__(self, params, learning_rate, b1=0.9, b2=0.999, eps=1e-8, strength=0.0, kinds=None,
-                 max_iters=100, rtol=1e-8, nuclear_max_iters=5, nuclear_rtol=1e-3):
+                 max_iters=100, rtol=1e-8, nuclear_max_iters=5, nuclear_rtol=1e-3,
+                 solver="pg"):
         super().__init__(params, learning_rate, b1, b2, eps, strength, kinds)
+        if solver not in ("pg", "exact"):
+            raise ValueError(f"solver must be 'pg' or 'exact', got {solver!r}")
+        self.solver = solver
         self.max_iters, self.rtol = max_iters, rtol
         self.nuclear_max_iters, self.nuclear_rtol = nuclear_max_iters, nuclear_rtol
 
@@ -749,6 +755,8 @@ class ProxGen(_AdamMoments):
             kind = self.kinds[name]
             if kind is None:
                 theta, it = _unregularized_solution(W, lin, P), 0
+            elif kind[0] == "group" and self.solver == "exact":
+                theta, it = exact_group_solution(W, lin, P, tau, kind[1]), 0
             elif kind[0] == "group":
                 theta, it = pg_solve(W, lin, P, tau, W, kind[1], self.max_iters, self.rtol)
             elif kind[0] == "l1":

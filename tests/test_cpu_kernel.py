@@ -1,5 +1,6 @@
-"""RAMDA's compiled CPU kernel (ramda_optax.cpu_kernel) against the XLA path,
-the float64 reference and the subproblem's optimality conditions."""
+"""The compiled CPU kernel (ramda_optax.cpu_kernel) of RAMDA, ProxGen and
+ProxSSI against the XLA path, the float64 reference and the subproblem's
+optimality conditions."""
 
 import shutil
 import warnings
@@ -54,6 +55,60 @@ def _run(opt, init, grad_fn, steps, dtype=jnp.float32):
   return history
 
 
+PROXIMAL = {"proxgen": ro.proxgen, "prox_ssi": ro.prox_ssi}
+# λ with zero and nonzero groups over 15 steps at η = 0.1 (ProxSSI's metric,
+# without bias correction, is small early on).
+STRENGTH = {"proxgen": 1.0, "prox_ssi": 0.1}
+
+
+def _assert_same_steps(kernel, xla, zeros):
+  """Every float of params and state within float32 rounding, Newton
+  passes within one, the same zero groups (of ``zeros(params, state)``)."""
+  for n, ((p1, s1), (p2, s2)) in enumerate(zip(kernel, xla)):
+    for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
+      if jnp.issubdtype(a.dtype, jnp.floating):
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"@{n}")
+    np.testing.assert_allclose(s1.inner_iters, s2.inner_iters, atol=1)
+    for k, axes in GROUPS.items():
+      if axes is not None:
+        np.testing.assert_array_equal(jnp.all(zeros(p1, s1)[k] == 0, axes),
+                                      jnp.all(zeros(p2, s2)[k] == 0, axes))
+
+
+def _check_structure_and_passes(history, structured):
+  """The run has zero and nonzero groups, and Newton passes on each
+  regularized leaf only."""
+  sparsity = [float(ro.group_sparsity(structured(p, s), GROUPS))
+              for p, s in history]
+  assert 0 < max(sparsity) < 1
+  passes = sum(np.asarray(state.inner_iters) for _, state in history)
+  for i, k in enumerate(sorted(SHAPES)):  # jax.tree.leaves order
+    assert (passes[i] > 0) == (GROUPS[k] is not None), k
+
+
+def _assert_optimal(theta, anchor, linear, metric, tau):
+  """θ on each group-lasso leaf minimises <v, θ − a> + ½‖θ − a‖²_P +
+  τ Σ √|g| ‖θ_g‖: a zero group has ‖P a − v‖ <= κ, a nonzero one
+  P(θ − a) + v + κ θ/‖θ‖ = 0 (to float32 accuracy); some groups are
+  nonzero."""
+  checked = 0
+  for k, axes in GROUPS.items():
+    if axes is None:
+      continue
+    th, a, v, p = (np.asarray(x[k], np.float64)
+                   for x in (theta, anchor, linear, metric))
+    kappa = tau * np.sqrt(np.prod([th.shape[i] for i in axes]))
+    norm = np.sqrt(np.sum(th**2, axis=axes, keepdims=True))
+    b_norm = np.sqrt(np.sum((p * a - v)**2, axis=axes, keepdims=True))
+    zero = norm == 0
+    assert np.all(b_norm[zero] <= kappa * (1 + 1e-5)), k
+    grad = p * (th - a) + v + kappa * th / np.where(zero, 1, norm)
+    scale = np.max(np.abs(v)) + np.max(np.abs(p * a))
+    assert np.max(np.abs(np.where(zero, 0, grad))) < 1e-5 * scale, k
+    checked += int(np.sum(~zero))
+  assert checked > 0
+
+
 def test_kernel_is_built():
   assert cpu_kernel.available(), cpu_kernel.library()[1]
 
@@ -77,22 +132,83 @@ def test_kernel_matches_the_xla_path(block_bytes, restart_steps, warm_start):
   steps = 12
   kernel = _run(make("cpu"), init, grad_fn, steps)
   xla = _run(make("xla"), init, grad_fn, steps)
-  sparsity = []
-  for n, ((p1, s1), (p2, s2)) in enumerate(zip(kernel, xla)):
-    for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
-      if jnp.issubdtype(a.dtype, jnp.floating):
-        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"@{n}")
-    np.testing.assert_allclose(s1.inner_iters, s2.inner_iters, atol=1)
-    for k, axes in GROUPS.items():
-      if axes is not None:
-        np.testing.assert_array_equal(jnp.all(s1.solution[k] == 0, axes),
-                                      jnp.all(s2.solution[k] == 0, axes))
-    sparsity.append(float(ro.group_sparsity(s1.solution, GROUPS)))
-  # The run has zero and nonzero groups, and Newton passes on each leaf.
-  assert 0 < max(sparsity) < 1
-  passes = sum(np.asarray(state.inner_iters) for _, state in kernel)
-  for i, k in enumerate(sorted(SHAPES)):  # jax.tree.leaves order
-    assert (passes[i] > 0) == (GROUPS[k] is not None), k
+  solution = lambda params, state: state.solution
+  _assert_same_steps(kernel, xla, solution)
+  _check_structure_and_passes(kernel, solution)
+
+
+@pytest.mark.parametrize("block_bytes", [None, 100])
+@pytest.mark.parametrize("method", ["proxgen", "prox_ssi"])
+def test_proximal_kernel_matches_the_xla_path(method, block_bytes):
+  """ProxGen's and ProxSSI's steps (Adam's moments, the square-root metric,
+  anchored at W, θ̂ − W out) as XLA's exact solver takes them, under a
+  learning-rate schedule."""
+  init, grad_fn = _problem(seed=9)
+  lr = optax.piecewise_constant_schedule(0.1, {6: 0.5})
+  make = lambda backend: PROXIMAL[method](
+      lr, regularizer=ro.group_lasso(STRENGTH[method], GROUPS),
+      solver=ro.exact_solver(backend=backend, block_bytes=block_bytes))
+  steps = 12
+  kernel = _run(make("cpu"), init, grad_fn, steps)
+  xla = _run(make("xla"), init, grad_fn, steps)
+  params = lambda params, state: params
+  _assert_same_steps(kernel, xla, params)
+  _check_structure_and_passes(kernel, params)
+
+
+@pytest.mark.parametrize("method", ["proxgen", "prox_ssi"])
+def test_proximal_kernel_follows_the_float64_reference(method):
+  """The defaults of ProxGen and ProxSSI, in the kernel, within float32
+  accuracy of the reference's exact solutions."""
+  init, grad_fn = _problem(seed=4)
+  kinds = {k: None if a is None else ("group", a) for k, a in GROUPS.items()}
+  strength = STRENGTH[method]
+  opt = PROXIMAL[method](0.1, regularizer=ro.group_lasso(strength, GROUPS))
+  if method == "proxgen":
+    reference = ref.ProxGen(init, 0.1, strength=strength, kinds=kinds,
+                            solver="exact")
+  else:
+    reference = ref.ProxSSI(init, 0.1, strength=strength, kinds=kinds)
+  history = _run(opt, init, grad_fn, 15)
+  for n, (params, _) in enumerate(history):
+    expected = reference.step(grad_fn(reference.params, n))
+    for k in SHAPES:
+      np.testing.assert_allclose(params[k], expected[k], rtol=1e-4,
+                                 atol=1e-4, err_msg=f"{k}@{n}")
+  assert 0 < float(ro.group_sparsity(reference.params, GROUPS)) < 1
+
+
+def test_proxgen_kernel_solution_is_optimal():
+  """W after ProxGen's kernel step meets the optimality conditions of the
+  step's subproblem, rebuilt from the moments in the state: a zero group
+  has ‖P W_prev − v‖ <= κ, a nonzero one P(θ − W_prev) + v + κ θ/‖θ‖ = 0,
+  with v = η m/(1 − β₁ᵗ), P = √(v₂/(1 − β₂ᵗ)) + ε."""
+  init, grad_fn = _problem(seed=6)
+  lr, t = 0.1, 8
+  history = _run(ro.proxgen(lr, regularizer=ro.group_lasso(
+      STRENGTH["proxgen"], GROUPS)), init, grad_fn, t)
+  (previous, _), (theta, state) = history[-2:]
+  m, v2 = state.stats
+  _assert_optimal(
+      theta, previous,
+      {k: lr * np.asarray(x, np.float64) / (1 - 0.9**t) for k, x in m.items()},
+      {k: np.sqrt(np.asarray(x, np.float64) / (1 - 0.999**t)) + 1e-8
+       for k, x in v2.items()},
+      lr * STRENGTH["proxgen"])
+
+
+def test_kernel_is_the_default_of_ramda_proxgen_and_prox_ssi():
+  """With the kernel built, the default optimizers' steps are the kernel's
+  (the XLA path would have no custom call)."""
+  params = {"w": jnp.ones((4, 3), jnp.float32)}
+  reg = ro.group_lasso(0.01, {"w": (1,)})
+  for opt in (ro.ramda(0.1, regularizer=reg), ro.proxgen(0.1, regularizer=reg),
+              ro.prox_ssi(0.1, regularizer=reg)):
+    hlo = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
+    assert cpu_kernel.TARGET in hlo
+  xla = ro.proxgen(0.1, regularizer=reg, solver=ro.exact_solver())
+  hlo = jax.jit(xla.update).lower(params, xla.init(params), params).as_text()
+  assert cpu_kernel.TARGET not in hlo
 
 
 def test_kernel_follows_the_float64_reference():
@@ -120,26 +236,11 @@ def test_kernel_solution_is_optimal():
   init, grad_fn = _problem(seed=5)
   _, state = _run(ro.ramda(0.3, regularizer=ro.group_lasso(0.3, GROUPS)),
                   init, grad_fn, 8)[-1]
-  tau = float(state.threshold)
-  checked = 0
-  for k, axes in GROUPS.items():
-    if axes is None:
-      continue
-    theta = np.asarray(state.solution[k], np.float64)
-    v = np.asarray(state.dual.grad_sum[k], np.float64)
-    a = np.asarray(state.dual.anchor[k], np.float64)
-    p = np.cbrt(np.asarray(state.precond[0][k], np.float64)) + 1e-6
-    kappa = tau * np.sqrt(np.prod([theta.shape[i] for i in axes]))
-    norm = np.sqrt(np.sum(theta**2, axis=axes, keepdims=True))
-    b_norm = np.sqrt(np.sum((p * a - v)**2, axis=axes, keepdims=True))
-    zero = norm == 0
-    assert np.all(b_norm[zero] <= kappa * (1 + 1e-5))
-    grad = p * (theta - a) + v + kappa * theta / np.where(zero, 1, norm)
-    scale = np.max(np.abs(v)) + np.max(np.abs(p * a))
-    residual = np.where(zero, 0, grad)
-    assert np.max(np.abs(residual)) < 1e-5 * scale, k
-    checked += int(np.sum(~zero))
-  assert checked > 0
+  _assert_optimal(
+      state.solution, state.dual.anchor, state.dual.grad_sum,
+      {k: np.cbrt(np.asarray(u, np.float64)) + 1e-6
+       for k, u in state.precond[0].items()},
+      float(state.threshold))
 
 
 def test_zero_gradients_and_no_damping_give_no_nan():

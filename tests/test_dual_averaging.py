@@ -93,6 +93,44 @@ def test_sqrt_count_preconditioner(x64):
   assert float(pre.update({"w": jnp.ones(2)}, (), step)[1]) == 3.0
 
 
+@pytest.mark.parametrize("name", ["cube_root", "adam_moments",
+                                  "adamw_step_moments"])
+def test_moments_describe_the_statistics(x64, name):
+  """The :class:`ro.Moments` form of a statistics (what the CPU kernel
+  computes) gives its buffers, metric and linear term at every step: V ←
+  β₁V + w₁g, U ← β₂U + w₂g², P = root(cU) + ε, v = ℓV (for the cube root V
+  is the dual average, v = V)."""
+  stats_fn = getattr(ro, name)(eps=1e-3)
+  moments = stats_fn.moments
+  params = {"w": jnp.zeros(5)}
+  stats = stats_fn.init(params)
+  first, second = np.zeros(5), np.zeros(5)
+  rng = np.random.default_rng(0)
+  for k in range(1, 5):
+    step = ro.Step(count=jnp.asarray(k - 1), stage_count=jnp.asarray(k),
+                   learning_rate=jnp.asarray(0.1 * k),
+                   weight=jnp.asarray(0.1 * k * np.sqrt(k)), restart=False,
+                   damping=jnp.asarray(1e-3))
+    g = rng.normal(size=5)
+    linear, metric, stats = stats_fn.update({"w": jnp.asarray(g)}, stats, step)
+    b1, w1, b2, w2, c, ell = (float(x) for x in moments.coefficients(step))
+    first, second = b1 * first + w1 * g, b2 * second + w2 * g * g
+    np.testing.assert_allclose(stats[-1]["w"], second, rtol=1e-13)
+    root = np.cbrt if moments.root == 3 else np.sqrt
+    np.testing.assert_allclose(metric["w"], root(c * second) + 1e-3,
+                               rtol=1e-13)
+    if linear is None:
+      assert (b1, w1, ell) == (1.0, float(step.weight), 1.0)
+    else:
+      np.testing.assert_allclose(stats[0]["w"], first, rtol=1e-13)
+      np.testing.assert_allclose(linear["w"], ell * first, rtol=1e-13)
+
+
+def test_other_statistics_have_no_moments_form():
+  assert ro.sqrt_count().moments is None
+  assert ro.ema_momentum().moments is None
+
+
 class _Shift(NamedTuple):
   """A solver returning its warm start plus one."""
 

@@ -24,12 +24,19 @@ def _compare(opt, reference, grad_fn, check_iters=True, num_steps=NUM_STEPS):
   return sum(iters[k] for iters, _ in history for k in leaves)
 
 
-def test_proxgen_matches_reference(x64):
+@pytest.mark.parametrize("solver", ["pg", "exact"])
+def test_proxgen_matches_reference(x64, solver):
+  """The paper's PG rule (iteration counts included) and the default exact
+  solution."""
   init, grad_fn = quadratic(seed=11, num_steps=NUM_STEPS)
   lr = optax.piecewise_constant_schedule(0.05, {30: 0.5})
-  opt = ro.proxgen(lr, regularizer=ro.group_lasso(0.2, GROUPS))
-  reference = ref.ProxGen(init, lambda n: float(lr(n)), strength=0.2, kinds=KINDS)
-  assert _compare(opt, reference, grad_fn) > 2 * NUM_STEPS
+  opt = ro.proxgen(lr, regularizer=ro.group_lasso(0.2, GROUPS),
+                   solver=ro.pg_solver() if solver == "pg" else None)
+  reference = ref.ProxGen(init, lambda n: float(lr(n)), strength=0.2,
+                          kinds=KINDS, solver=solver)
+  iters = _compare(opt, reference, grad_fn, check_iters=solver == "pg")
+  if solver == "pg":
+    assert iters > 2 * NUM_STEPS
 
 
 def test_prox_ssi_matches_reference(x64):

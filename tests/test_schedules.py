@@ -140,7 +140,8 @@ def test_learning_rate_decay_and_strength_schedule_match_reference(x64, method):
                              method="lr_decay")["learning_rate"]
   if method == "proxgen":
     strength = _strength(0.6)
-    opt = ro.proxgen(lr, regularizer=ro.group_lasso(strength, GROUPS))
+    opt = ro.proxgen(lr, regularizer=ro.group_lasso(strength, GROUPS),
+                     solver=ro.pg_solver())
     reference = ref.ProxGen(init, _float(lr), strength=_float(strength),
                             kinds=KINDS)
   elif method == "prox_ssi":

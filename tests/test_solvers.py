@@ -169,6 +169,30 @@ def test_exact_solver_in_float32_is_finite_and_accurate():
   np.testing.assert_allclose(z, exact, atol=1e-5)
 
 
+@pytest.mark.parametrize("block_bytes", [None, 96])
+def test_exact_solver_stops_at_radii_below_float32_resolution(block_bytes):
+  """Groups with ‖b‖ just above κ have radii r ≪ κ/P, where f's rounding
+  gives Newton steps above √eps r: the solver stops on them in a few passes
+  (at a step against the monotone increase), at the float64 solution."""
+  rng = np.random.default_rng(0)
+  groups, size, kappa = 512, 6, 0.25
+  b = rng.normal(size=(groups, size))
+  gap = 10.0 ** rng.uniform(-7, -2, size=(groups, 1))
+  b *= kappa * np.sqrt(size) * (1 + gap) / np.linalg.norm(b, axis=1,
+                                                           keepdims=True)
+  p = rng.uniform(0.1, 0.6, size=(groups, size))
+  a, v, tau = np.zeros_like(b), -b, kappa
+  z0 = 0.2 * rng.normal(size=b.shape)  # radii right of the roots
+  solver = ro.exact_solver(block_bytes=block_bytes)
+  z, passes = _solve(solver, b.shape, (1,),
+                     *(x.astype(np.float32) for x in (a, v, p)),
+                     np.float32(tau), z0.astype(np.float32))
+  assert passes <= 8
+  exact = ref.exact_group_solution(a, v, p, tau, (1,))
+  np.testing.assert_allclose(z, exact, atol=1e-6)
+  assert np.count_nonzero(np.linalg.norm(exact, axis=1)) > groups // 2
+
+
 @pytest.mark.parametrize("shape, axes", CASES[:2])
 @pytest.mark.parametrize("eps0, count", [(1e-3, 1), (1e-3, 40), (1e-6, 5)])
 def test_condition7_matches_reference_and_holds_at_exit(x64, shape, axes, eps0, count):

@@ -1,20 +1,26 @@
-// RAMDA's step on one group-lasso leaf, fused: the dual average, the cube-root
-// metric and the exact subproblem solution, block of groups by block.
+// The step of an adaptive method on one group-lasso leaf, fused: the
+// statistics, the metric and the exact subproblem solution, block of groups
+// by block.
 //
-// The leaf is viewed as (A, G, B), group g being x[:, g, :]. For each block
-// of whole groups, one pass reads g, V, U, W⁰ and the previous θ̂ and writes
+// The leaf is viewed as (A, G, B), group g being x[:, g, :]. Two buffers of
+// statistics, V and U, are updated entry by entry and give the subproblem
 //
-//   V ← V + s g,  U ← U + s g²,  P = ∛U + ε,  b = P W⁰ − V
+//   V ← β₁ V + w₁ g,  U ← β₂ U + w₂ g²,  P = root(c U) + ε,  v = ℓ V,
+//   θ̂ = argmin <v, θ − a> + ½‖θ − a‖²_P + τ Σ_g √|g| ‖θ_g‖,
 //
-// (V, U ← 0 first and W⁰ ← W on a restart), keeping b and P in a scratch
-// block; Newton's method then finds each group's radius r, the root of
-// f(r) = Σ b²/(P r + κ)² − 1 (κ = τ √|g|), on the scratch block in cache,
-// and a last pass writes θ̂ = b r/(P r + κ) (0 for a group with ‖b‖ ≤ κ;
-// W⁰ − V/P when τ = 0). Blocks run on XLA's intra-op threads.
+// root being the cube root (RAMDA: V the dual average, U = Σ s g², a = W⁰)
+// or the square root (ProxGen, ProxSSI: Adam's moments, a = W). For each
+// block of whole groups, one pass reads g, V, U, a and the warm start and
+// writes V and U (V, U ← 0 first and W⁰ ← W on a restart), keeping
+// b = P a − v and P in a scratch block; Newton's method then finds each
+// group's radius r, the root of f(r) = Σ b²/(P r + κ)² − 1 (κ = τ √|g|), on
+// the scratch block in cache, and a last pass writes θ̂ = b r/(P r + κ)
+// (0 for a group with ‖b‖ ≤ κ; a − v/P when τ = 0), or θ̂ − W. Blocks run
+// on XLA's intra-op threads.
 //
-// Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1;
-// the arithmetic follows ramda_optax's XLA path (solvers.ExactSolver,
-// statistics.cube_root, _numerics.cbrt).
+// References: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1;
+// Yun, Lozano & Yang, NeurIPS 2021 (ProxGen). The arithmetic follows
+// ramda_optax's XLA path (solvers.ExactSolver, statistics, _numerics.cbrt).
 
 #include <algorithm>
 #include <atomic>
@@ -47,9 +53,26 @@ inline float CubeRoot(float u) {
   return finite ? y : (u >= 0 ? u : std::numeric_limits<float>::quiet_NaN());
 }
 
+// The metric's root of c U: the cube root (3) or the square root (2).
+template <int root>
+inline float Root(float x) {
+  if constexpr (root == 3) {
+    return CubeRoot(x);
+  } else {
+    return std::sqrt(x);
+  }
+}
+
+// The per-step scalars, in the order of the `scalars` argument.
+struct Coefficients {
+  float decay1, weight1, decay2, weight2;  // β₁, w₁, β₂, w₂
+  float scale, linear, damping, threshold;  // c, ℓ, ε, τ
+};
+
 struct Step {
   int64_t rows, groups, cols, block;  // (A, G, B), groups per block
-  float weight, damping, threshold, group_weight;  // s, ε, τ, √|g|
+  Coefficients k;
+  float group_weight;  // √|g|
   bool restart, warm_start;
   int64_t max_iters;
   const float *grad, *params, *v_in, *u_in, *anchor_in, *theta_in;
@@ -59,8 +82,9 @@ struct Step {
 // Runs groups [g0, g1); `b` and `p` hold (g1 − g0)·A·B floats, `sums` 4 per
 // group. Returns the Newton passes of the group that took most. (A restart
 // is a template argument: a select between loads in the loop would keep it
-// from vectorising, at 2.4x the step's time.)
-template <bool restart>
+// from vectorising, at 2.4x the step's time.) With `difference` it writes θ̂ − W
+// in θ̂'s place.
+template <int root, bool restart, bool difference>
 int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
                  float* sums) {
   const int64_t n = g1 - g0, per = st.rows * st.cols, cols = st.cols;
@@ -69,7 +93,7 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
   float* z2sum = sums + 2 * n;
   float* radius = sums + 3 * n;
   std::fill(sums, sums + 4 * n, 0.0f);
-  const float s = st.weight, eps = st.damping;
+  const Coefficients& c = st.k;
   for (int64_t row = 0; row < st.rows; ++row) {
     for (int64_t k = 0; k < n; ++k) {
       const int64_t at = (row * st.groups + g0 + k) * cols;
@@ -86,12 +110,13 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
 #pragma omp simd reduction(+ : b2, z2) reduction(max : pm)
       for (int64_t j = 0; j < cols; ++j) {
         const float gj = g[j];
-        const float v = (restart ? 0.0f : v_in[j]) + s * gj;
-        const float u = (restart ? 0.0f : u_in[j]) + s * (gj * gj);
+        const float v = (restart ? 0.0f : c.decay1 * v_in[j]) + c.weight1 * gj;
+        const float u =
+            (restart ? 0.0f : c.decay2 * u_in[j]) + c.weight2 * (gj * gj);
         v_out[j] = v;
         u_out[j] = u;
-        const float pj = CubeRoot(u) + eps;
-        const float bj = pj * a[j] - v;
+        const float pj = Root<root>(c.scale * u) + c.damping;
+        const float bj = pj * a[j] - c.linear * v;
         bk[j] = bj;
         pk[j] = pj;
         b2 += bj * bj;
@@ -106,10 +131,10 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
       }
     }
   }
-  const float kappa = st.threshold * st.group_weight;
+  const float kappa = c.threshold * st.group_weight;
   const float rtol = std::sqrt(std::numeric_limits<float>::epsilon());
   int64_t most = 0;
-  for (int64_t k = 0; st.threshold > 0 && k < n; ++k) {
+  for (int64_t k = 0; c.threshold > 0 && k < n; ++k) {
     const float norm_b = std::sqrt(b2sum[k]);
     if (!(norm_b > kappa)) continue;  // screened: θ̂_g = 0
     const float lower = pmax[k] > 0 ? (norm_b - kappa) / pmax[k] : 0.0f;
@@ -129,7 +154,10 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
       f -= 1;
       df *= 2;
       const float delta = df > 0 ? f / df : 0.0f;
-      const bool moved = std::fabs(delta) > rtol * r;
+      // After the first step the iterates lie left of the root: a step
+      // δ <= 0 comes of f's rounding (solvers.ExactSolver).
+      const bool moved =
+          std::fabs(delta) > rtol * r && (passes == 0 || delta > 0);
       r = std::max(r + delta, lower);
       ++passes;
       if (!moved) break;
@@ -143,21 +171,27 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
       const float* bk = b + k * per + row * cols;
       const float* pk = p + k * per + row * cols;
       float* theta = st.theta_out + at;
+      const float* w = st.params + at;
       const float r = radius[k];
-      if (!(st.threshold > 0)) {  // W⁰ − V/P, 0 where P has no curvature
+      if (!(c.threshold > 0)) {  // a − v/P, 0 where P has no curvature
         const float* v = st.v_out + at;
         const float* a = (restart ? st.params : st.anchor_in) + at;
 #pragma omp simd
         for (int64_t j = 0; j < cols; ++j) {
-          theta[j] = a[j] - (pk[j] > 0 ? v[j] / pk[j] : 0.0f);
+          const float t = a[j] - (pk[j] > 0 ? c.linear * v[j] / pk[j] : 0.0f);
+          theta[j] = difference ? t - w[j] : t;
         }
       } else if (r > 0) {
 #pragma omp simd
         for (int64_t j = 0; j < cols; ++j) {
-          theta[j] = bk[j] * r / (pk[j] * r + kappa);
+          const float t = bk[j] * r / (pk[j] * r + kappa);
+          theta[j] = difference ? t - w[j] : t;
         }
       } else {
-        std::fill(theta, theta + cols, 0.0f);
+#pragma omp simd
+        for (int64_t j = 0; j < cols; ++j) {
+          theta[j] = difference ? -w[j] : 0.0f;
+        }
       }
     }
   }
@@ -166,6 +200,8 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
 
 struct Work {
   Step step;
+  int64_t root;
+  bool delta;
   int64_t num_blocks;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
@@ -173,6 +209,20 @@ struct Work {
   std::mutex mutex;
   std::condition_variable finished;
 };
+
+// RunBlock for the step's root, restart and output.
+int64_t Dispatch(const Work& work, int64_t g0, int64_t g1, float* b, float* p,
+                 float* sums) {
+  const Step& st = work.step;
+  if (work.root == 3) {
+    if (st.restart) return RunBlock<3, true, false>(st, g0, g1, b, p, sums);
+    return work.delta ? RunBlock<3, false, true>(st, g0, g1, b, p, sums)
+                      : RunBlock<3, false, false>(st, g0, g1, b, p, sums);
+  }
+  if (st.restart) return RunBlock<2, true, false>(st, g0, g1, b, p, sums);
+  return work.delta ? RunBlock<2, false, true>(st, g0, g1, b, p, sums)
+                    : RunBlock<2, false, false>(st, g0, g1, b, p, sums);
+}
 
 // Claims and runs blocks until none is left.
 void Worker(const std::shared_ptr<Work>& work) {
@@ -182,9 +232,8 @@ void Worker(const std::shared_ptr<Work>& work) {
   for (int64_t i; (i = work->next.fetch_add(1)) < work->num_blocks;) {
     const int64_t g0 = i * st.block;
     const int64_t g1 = std::min(st.groups, g0 + st.block);
-    const int64_t passes =
-        st.restart ? RunBlock<true>(st, g0, g1, b.data(), p.data(), sums.data())
-                   : RunBlock<false>(st, g0, g1, b.data(), p.data(), sums.data());
+    const int64_t passes = Dispatch(*work, g0, g1, b.data(), p.data(),
+                                    sums.data());
     int64_t most = work->passes.load();
     while (passes > most && !work->passes.compare_exchange_weak(most, passes)) {
     }
@@ -206,16 +255,22 @@ ffi::Error GroupStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
                      ffi::ResultBuffer<ffi::F32> theta_out,
                      ffi::ResultBuffer<ffi::S32> passes, int64_t rows,
                      int64_t groups, int64_t cols, int64_t block,
-                     int64_t max_iters, float group_weight, bool warm_start) {
+                     int64_t max_iters, float group_weight, bool warm_start,
+                     int64_t root, bool delta) {
   if (rows < 1 || groups < 1 || cols < 1 || block < 1 ||
-      grad.element_count() != static_cast<size_t>(rows * groups * cols)) {
-    return ffi::Error::InvalidArgument("ramda_group_step: bad leaf view");
+      grad.element_count() != static_cast<size_t>(rows * groups * cols) ||
+      scalars.element_count() != 8 || (root != 2 && root != 3) ||
+      (delta && *restart.typed_data())) {
+    return ffi::Error::InvalidArgument("ramda_group_step: bad arguments");
   }
   auto work = std::make_shared<Work>();
+  work->root = root;
+  work->delta = delta;
   Step& st = work->step;
   const float* sc = scalars.typed_data();
   st = Step{rows, groups, cols, std::min(block, groups),
-            sc[0], sc[1], sc[2], group_weight,
+            Coefficients{sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]},
+            group_weight,
             *restart.typed_data(), warm_start, max_iters,
             grad.typed_data(), params.typed_data(), v.typed_data(),
             u.typed_data(), anchor.typed_data(), theta.typed_data(),
@@ -254,7 +309,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaGroupStep, GroupStep,
                                   .Arg<ffi::Buffer<ffi::F32>>()  // U
                                   .Arg<ffi::Buffer<ffi::F32>>()  // W⁰
                                   .Arg<ffi::Buffer<ffi::F32>>()  // θ̂
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // s, ε, τ
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // Coefficients
                                   .Arg<ffi::Buffer<ffi::PRED>>()  // restart
                                   .Ret<ffi::Buffer<ffi::F32>>()  // V
                                   .Ret<ffi::Buffer<ffi::F32>>()  // U
@@ -267,4 +322,6 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaGroupStep, GroupStep,
                                   .Attr<int64_t>("block")
                                   .Attr<int64_t>("max_iters")
                                   .Attr<float>("group_weight")
-                                  .Attr<bool>("warm_start"));
+                                  .Attr<bool>("warm_start")
+                                  .Attr<int64_t>("root")
+                                  .Attr<bool>("delta"));
