@@ -142,10 +142,14 @@ def _warn_once(why: str) -> None:
 def leaf_view(penalty: LeafPenalty | None,
               shape: tuple[int, ...]) -> View | None:
   """(rows, groups, cols) of a leaf whose groups are the indices of one
-  axis, else None (no penalty, ℓ1, groups spanning several axes, or no
+  axis, or of a leaf without a penalty (its last axis' runs as groups);
+  else None (ℓ1, other penalties, groups spanning several axes, or no
   entries)."""
-  if (not isinstance(penalty, GroupNorm) or penalty.separable
-      or not math.prod(shape)):
+  if not math.prod(shape):
+    return None
+  if penalty is None:
+    return 1, math.prod(shape[:-1]), (shape[-1] if shape else 1)
+  if not isinstance(penalty, GroupNorm) or penalty.separable:
     return None
   free = [d for d in range(len(shape)) if d not in penalty.axes]
   if len(free) != 1:
@@ -156,8 +160,9 @@ def leaf_view(penalty: LeafPenalty | None,
 
 def selected(solver: object, statistics: Statistics) -> bool:
   """Whether an optimizer with ``solver`` and ``statistics`` runs its
-  group-lasso leaves in the kernel: an ``exact_solver(backend="cpu")`` and
-  statistics in :class:`ramda_optax.Moments` form."""
+  group-lasso and unpenalized leaves in the kernel: an
+  ``exact_solver(backend="cpu")`` and statistics in
+  :class:`ramda_optax.Moments` form."""
   return (getattr(solver, "backend", None) == "cpu"
           and statistics.moments is not None)
 
@@ -165,7 +170,7 @@ def selected(solver: object, statistics: Statistics) -> bool:
 def leaf_takes(penalty: LeafPenalty | None,
                arrays: tuple[jax.Array, ...]) -> View | None:
   """The view of a leaf the kernel takes (float32 arrays, a group norm
-  along one axis, the kernel built), else None."""
+  along one axis or no penalty, the kernel built), else None."""
   view = leaf_view(penalty, arrays[0].shape)
   if (view is None or any(x.dtype != jnp.float32 for x in arrays)
       or not available()):
@@ -175,7 +180,7 @@ def leaf_takes(penalty: LeafPenalty | None,
 
 def group_step(
     view: View,
-    penalty: GroupNorm,
+    penalty: GroupNorm | None,
     arrays: tuple[jax.Array, ...],
     coefficients: tuple[jax.Array | float, ...],
     restart: jax.Array | bool,
@@ -190,7 +195,7 @@ def group_step(
 
   Args:
     view: the leaf's (rows, groups, cols).
-    penalty: its group norm.
+    penalty: its group norm, or None (τ is then 0).
     arrays: (g, W, V, U, a, warm start), float32, of the leaf's shape: the
       statistics' two buffers, the anchor (W⁰, or W) and the point whose
       group radii start Newton (the previous θ̂, or W).
@@ -211,6 +216,8 @@ def group_step(
     avoid copies).
   """
   g, w, v, u, anchor, start = arrays
+  if penalty is None:
+    coefficients = (*coefficients[:-1], 0.0)
   rows, groups, cols = view
   per_group = rows * cols * 4
   block = max(1, (block_bytes or BLOCK_BYTES) // per_group)
@@ -233,7 +240,8 @@ def group_step(
       jnp.asarray(restart, jnp.bool_),
       rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
       block=np.int64(block), max_iters=np.int64(max_iters),
-      group_weight=np.float32(penalty.weight), warm_start=bool(warm_start),
+      group_weight=np.float32(1.0 if penalty is None else penalty.weight),
+      warm_start=bool(warm_start),
       root=np.int64(root), delta=bool(delta))
   return v, u, new_anchor if restarts else None, theta, passes
 

@@ -61,13 +61,13 @@ PROXIMAL = {"proxgen": ro.proxgen, "prox_ssi": ro.prox_ssi}
 STRENGTH = {"proxgen": 1.0, "prox_ssi": 0.1}
 
 
-def _assert_same_steps(kernel, xla, zeros):
+def _assert_same_steps(kernel, xla, zeros, atol=2e-6):
   """Every float of params and state within float32 rounding, Newton
   passes within one, the same zero groups (of ``zeros(params, state)``)."""
   for n, ((p1, s1), (p2, s2)) in enumerate(zip(kernel, xla)):
     for a, b in zip(jax.tree.leaves((p1, s1)), jax.tree.leaves((p2, s2))):
       if jnp.issubdtype(a.dtype, jnp.floating):
-        np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=f"@{n}")
+        np.testing.assert_allclose(a, b, rtol=2e-5, atol=atol, err_msg=f"@{n}")
     np.testing.assert_allclose(s1.inner_iters, s2.inner_iters, atol=1)
     for k, axes in GROUPS.items():
       if axes is not None:
@@ -84,6 +84,38 @@ def _check_structure_and_passes(history, structured):
   passes = sum(np.asarray(state.inner_iters) for _, state in history)
   for i, k in enumerate(sorted(SHAPES)):  # jax.tree.leaves order
     assert (passes[i] > 0) == (GROUPS[k] is not None), k
+
+
+@pytest.mark.parametrize("method", ["ramda", "proxgen", "prox_ssi"])
+def test_unpenalized_leaves_match_the_xla_path(method):
+  """Without a regularizer (MADGRAD mode, Adam) every leaf runs in the
+  kernel's closed form θ̂ = a − v/P, as XLA computes it (RAMDA with
+  restarts)."""
+  init, grad_fn = _problem(seed=8)
+  make = {
+      "ramda": lambda solver: ro.ramda(0.3, restart_steps=(4, 9),
+                                       solver=solver),
+      "proxgen": lambda solver: ro.proxgen(0.1, solver=solver),
+      "prox_ssi": lambda solver: ro.prox_ssi(0.1, solver=solver),
+  }[method]
+  kernel, xla = (make(ro.exact_solver(backend=b)) for b in ("cpu", "xla"))
+  params = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
+  hlo = jax.jit(kernel.update).lower(params, kernel.init(params),
+                                     params).as_text()
+  assert hlo.count(f"custom_call @{cpu_kernel.TARGET}(") == len(SHAPES)
+  # θ̂ = W⁰ − V/P cancels where θ̂ is small: rounding of O(1) operands.
+  _assert_same_steps(_run(kernel, init, grad_fn, 12),
+                     _run(xla, init, grad_fn, 12), lambda p, s: p, atol=1e-5)
+
+
+def test_proxgen_without_a_regularizer_is_adam():
+  """ProxGen's kernel step with λ = 0 gives optax.adam's parameters."""
+  init, grad_fn = _problem(seed=2)
+  ours = _run(ro.proxgen(0.05), init, grad_fn, 20)
+  theirs = _run(optax.adam(0.05), init, grad_fn, 20)
+  for (p, _), (q, _) in zip(ours, theirs):
+    for k in SHAPES:
+      np.testing.assert_allclose(p[k], q[k], rtol=1e-5, atol=1e-6)
 
 
 def _assert_optimal(theta, anchor, linear, metric, tau):

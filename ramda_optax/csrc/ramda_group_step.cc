@@ -69,6 +69,16 @@ struct Coefficients {
   float scale, linear, damping, threshold;  // c, ℓ, ε, τ
 };
 
+// One entry's statistics and metric: V, U (updated, 0 first on a restart)
+// and P = root(c U) + ε.
+template <int root, bool restart>
+inline void Entry(const Coefficients& c, float g, float v_in, float u_in,
+                  float& v, float& u, float& p) {
+  v = (restart ? 0.0f : c.decay1 * v_in) + c.weight1 * g;
+  u = (restart ? 0.0f : c.decay2 * u_in) + c.weight2 * (g * g);
+  p = Root<root>(c.scale * u) + c.damping;
+}
+
 struct Step {
   int64_t rows, groups, cols, block;  // (A, G, B), groups per block
   Coefficients k;
@@ -109,13 +119,10 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
       float b2 = 0, z2 = 0, pm = 0;
 #pragma omp simd reduction(+ : b2, z2) reduction(max : pm)
       for (int64_t j = 0; j < cols; ++j) {
-        const float gj = g[j];
-        const float v = (restart ? 0.0f : c.decay1 * v_in[j]) + c.weight1 * gj;
-        const float u =
-            (restart ? 0.0f : c.decay2 * u_in[j]) + c.weight2 * (gj * gj);
+        float v, u, pj;
+        Entry<root, restart>(c, g[j], v_in[j], u_in[j], v, u, pj);
         v_out[j] = v;
         u_out[j] = u;
-        const float pj = Root<root>(c.scale * u) + c.damping;
         const float bj = pj * a[j] - c.linear * v;
         bk[j] = bj;
         pk[j] = pj;
@@ -134,7 +141,7 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
   const float kappa = c.threshold * st.group_weight;
   const float rtol = std::sqrt(std::numeric_limits<float>::epsilon());
   int64_t most = 0;
-  for (int64_t k = 0; c.threshold > 0 && k < n; ++k) {
+  for (int64_t k = 0; k < n; ++k) {
     const float norm_b = std::sqrt(b2sum[k]);
     if (!(norm_b > kappa)) continue;  // screened: θ̂_g = 0
     const float lower = pmax[k] > 0 ? (norm_b - kappa) / pmax[k] : 0.0f;
@@ -173,15 +180,7 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
       float* theta = st.theta_out + at;
       const float* w = st.params + at;
       const float r = radius[k];
-      if (!(c.threshold > 0)) {  // a − v/P, 0 where P has no curvature
-        const float* v = st.v_out + at;
-        const float* a = (restart ? st.params : st.anchor_in) + at;
-#pragma omp simd
-        for (int64_t j = 0; j < cols; ++j) {
-          const float t = a[j] - (pk[j] > 0 ? c.linear * v[j] / pk[j] : 0.0f);
-          theta[j] = difference ? t - w[j] : t;
-        }
-      } else if (r > 0) {
+      if (r > 0) {
 #pragma omp simd
         for (int64_t j = 0; j < cols; ++j) {
           const float t = bk[j] * r / (pk[j] * r + kappa);
@@ -198,6 +197,39 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
   return most;
 }
 
+// Without a threshold (τ = 0, or a leaf without a penalty) the solution is
+// θ̂ = a − v/P (a where P = 0), written in the statistics' pass.
+template <int root, bool restart, bool difference>
+void RunClosedForm(const Step& st, int64_t g0, int64_t g1) {
+  const Coefficients& c = st.k;
+  const int64_t cols = st.cols;
+  for (int64_t row = 0; row < st.rows; ++row) {
+    for (int64_t k = g0; k < g1; ++k) {
+      const int64_t at = (row * st.groups + k) * cols;
+      const float* g = st.grad + at;
+      const float* v_in = st.v_in + at;
+      const float* u_in = st.u_in + at;
+      const float* a = (restart ? st.params : st.anchor_in) + at;
+      const float* w = st.params + at;
+      float* v_out = st.v_out + at;
+      float* u_out = st.u_out + at;
+      float* theta = st.theta_out + at;
+#pragma omp simd
+      for (int64_t j = 0; j < cols; ++j) {
+        float v, u, pj;
+        Entry<root, restart>(c, g[j], v_in[j], u_in[j], v, u, pj);
+        v_out[j] = v;
+        u_out[j] = u;
+        const float t = a[j] - (pj > 0 ? c.linear * v / pj : 0.0f);
+        theta[j] = difference ? t - w[j] : t;
+      }
+      if (restart && st.anchor_out != nullptr) {
+        std::memcpy(st.anchor_out + at, a, cols * sizeof(float));
+      }
+    }
+  }
+}
+
 struct Work {
   Step step;
   int64_t root;
@@ -210,18 +242,30 @@ struct Work {
   std::condition_variable finished;
 };
 
-// RunBlock for the step's root, restart and output.
+// RunBlock, or RunClosedForm without a threshold; returns the Newton
+// passes.
+template <int root, bool restart, bool difference>
+int64_t Solve(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
+              float* sums) {
+  if (st.k.threshold > 0) {
+    return RunBlock<root, restart, difference>(st, g0, g1, b, p, sums);
+  }
+  RunClosedForm<root, restart, difference>(st, g0, g1);
+  return 0;
+}
+
+// Solve for the step's root, restart and output.
 int64_t Dispatch(const Work& work, int64_t g0, int64_t g1, float* b, float* p,
                  float* sums) {
   const Step& st = work.step;
   if (work.root == 3) {
-    if (st.restart) return RunBlock<3, true, false>(st, g0, g1, b, p, sums);
-    return work.delta ? RunBlock<3, false, true>(st, g0, g1, b, p, sums)
-                      : RunBlock<3, false, false>(st, g0, g1, b, p, sums);
+    if (st.restart) return Solve<3, true, false>(st, g0, g1, b, p, sums);
+    return work.delta ? Solve<3, false, true>(st, g0, g1, b, p, sums)
+                      : Solve<3, false, false>(st, g0, g1, b, p, sums);
   }
-  if (st.restart) return RunBlock<2, true, false>(st, g0, g1, b, p, sums);
-  return work.delta ? RunBlock<2, false, true>(st, g0, g1, b, p, sums)
-                    : RunBlock<2, false, false>(st, g0, g1, b, p, sums);
+  if (st.restart) return Solve<2, true, false>(st, g0, g1, b, p, sums);
+  return work.delta ? Solve<2, false, true>(st, g0, g1, b, p, sums)
+                    : Solve<2, false, false>(st, g0, g1, b, p, sums);
 }
 
 // Claims and runs blocks until none is left.
