@@ -442,12 +442,12 @@ def exact_solver(
 
   ``backend="cpu"`` runs the whole step of RAMDA, ProxGen and ProxSSI (of
   every optimizer whose statistics are :class:`ramda_optax.Moments`) on
-  each float32 leaf grouped along one axis as one compiled CPU kernel
-  (:mod:`ramda_optax.cpu_kernel`): the statistics and this solve, block of
-  groups by block (``block_bytes``, default 128 KiB), each group stopping
-  on its own radius. Everywhere else (other platforms,
-  dtypes, penalties and optimizers, or no C++ compiler) it is the XLA path
-  above, whole leaves or ``block_bytes`` blocks.
+  each float32 leaf grouped along one axis, and on each leaf without a
+  penalty, as one compiled CPU kernel (:mod:`ramda_optax.cpu_kernel`): the
+  statistics and this solve, block of groups by block (``block_bytes``,
+  default 128 KiB), each group stopping on its own radius. Everywhere else
+  (other platforms, dtypes, penalties and optimizers, or no C++ compiler)
+  it is the XLA path above, whole leaves or ``block_bytes`` blocks.
 
   Args:
     max_iters: most Newton passes per leaf (or block) and step, >= 1.
