@@ -141,6 +141,24 @@ def _assert_optimal(theta, anchor, linear, metric, tau):
   assert checked > 0
 
 
+def test_steps_lowered_for_a_gpu_take_the_xla_path():
+  """The kernel is chosen when the step is lowered: for a CPU the lowered
+  step calls it, for a GPU (lowered here without one) it does not."""
+  params = {"w": jnp.ones((4, 3), jnp.float32), "b": jnp.zeros(3, jnp.float32)}
+  reg = ro.group_lasso(0.01, {"w": (1,), "b": None})
+  allow = [jax.export.DisabledSafetyCheck.custom_call(cpu_kernel.TARGET)]
+  for opt in (ro.ramda(0.1, regularizer=reg), ro.proxgen(0.1, regularizer=reg),
+              ro.ramda(0.1)):
+    calls = {}
+    for platform in ("cpu", "cuda"):
+      exported = jax.export.export(
+          jax.jit(opt.update), platforms=[platform], disabled_checks=allow)(
+              params, opt.init(params), params)
+      calls[platform] = f"custom_call @{cpu_kernel.TARGET}(" in (
+          exported.mlir_module())
+    assert calls == {"cpu": True, "cuda": False}
+
+
 def test_kernel_is_built():
   assert cpu_kernel.available(), cpu_kernel.library()[1]
 
