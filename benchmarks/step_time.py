@@ -103,6 +103,14 @@ def variants(groups: dict, strength: float,
           1e-2, regularizer=reg, solver=ro.pg_solver(block_bytes=block_bytes)),
       "proxgen_pg_blocks": lambda: ro.proxgen(
           1e-3, regularizer=reg, solver=ro.pg_solver(block_bytes=block_bytes)),
+      # The CPU kernel held to 1 and to 8 Newton passes from cold starts:
+      # the cost of one pass in cache, by difference.
+      "ramda_passes1": lambda: ro.ramda(
+          1e-2, regularizer=reg,
+          solver=ro.exact_solver(backend="cpu", max_iters=1, warm_start=False)),
+      "ramda_passes8": lambda: ro.ramda(
+          1e-2, regularizer=reg,
+          solver=ro.exact_solver(backend="cpu", max_iters=8, warm_start=False)),
       "ramda_exact_cold": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.exact_solver(warm_start=False)),
       "ramda_exact_blocks": lambda: ro.ramda(

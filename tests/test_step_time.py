@@ -24,6 +24,14 @@ def test_early_regime_iterates_more_than_late():
   assert early["time_s"] > 0
 
 
+def test_pass_variants_hold_the_kernel_to_their_newton_passes():
+  """ramda_passes1 runs one Newton pass per leaf from a cold start, and
+  ramda_passes8 more (the difference times a pass)."""
+  one = _time("ramda_passes1", "early")["inner_iters_per_leaf"]
+  eight = _time("ramda_passes8", "early")["inner_iters_per_leaf"]
+  assert one == 1 and 1 < eight <= 8
+
+
 def test_device_loop_times_the_early_regime():
   """The device loop records and replays the early regime's steps: the
   same inner iterations as the step-by-step timing of the same starts."""
