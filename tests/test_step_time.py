@@ -2,6 +2,7 @@
 
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from benchmarks import step_time
 
@@ -24,6 +25,7 @@ def test_early_regime_iterates_more_than_late():
   assert early["time_s"] > 0
 
 
+@pytest.mark.slow
 def test_pass_variants_hold_the_kernel_to_their_newton_passes():
   """ramda_passes1 runs one Newton pass per leaf from a cold start, and
   ramda_passes8 more (the difference times a pass)."""
