@@ -78,8 +78,7 @@ def variants(groups: dict, strength: float,
       "madgrad": lambda: optax.contrib.madgrad(1e-2),
       "ramda_noreg": lambda: ro.ramda(1e-2),
       "ramda": lambda: ro.ramda(1e-2, regularizer=reg),  # default solver
-      # The default's XLA path (whole leaves), where the CPU kernel is not
-      # used.
+      # The default's XLA path (whole leaves), where no kernel is used.
       "ramda_xla": lambda: ro.ramda(
           1e-2, regularizer=reg,
           solver=ro.exact_solver(fallback=ro.pg_solver())),
@@ -125,6 +124,21 @@ def variants(groups: dict, strength: float,
       "proxgen_pallas": lambda: ro.proxgen(
           1e-3, regularizer=reg,
           solver=ro.pg_solver(block_bytes=kernel_block_bytes, backend="pallas")),
+      "ramda_exact_pallas_cold": lambda: ro.ramda(
+          1e-2, regularizer=reg,
+          solver=ro.exact_solver(block_bytes=kernel_block_bytes,
+                                 backend="pallas", warm_start=False)),
+      # The kernel that solves alone, the statistics and the averaging in
+      # XLA (statistics without a Moments form).
+      "ramda_exact_pallas_solve": lambda: ro.regularized_dual_averaging(
+          1e-2, preconditioner=ro.cube_root(1e-6)._replace(moments=None),
+          regularizer=reg,
+          solver=ro.exact_solver(block_bytes=kernel_block_bytes,
+                                 backend="pallas")),
+      "proxgen_exact_pallas": lambda: ro.proxgen(
+          1e-3, regularizer=reg,
+          solver=ro.exact_solver(block_bytes=kernel_block_bytes,
+                                 backend="pallas")),
       "floor_memory": lambda: floor(False),
       "floor_compute": lambda: floor(True),
   }
@@ -340,8 +354,8 @@ def main():
     its = r["inner_iters_per_leaf"]
     its = "" if its is None else f"   inner iters per leaf and step {its:5.1f}"
     temp = "" if r["temp_bytes"] is None else f"   scratch {r['temp_bytes'] / 2**20:7.1f} MiB"
-    print(f"{name:16s} {1e3 * r['time_s']:9.1f} ms   "
-          f"{r['time_s'] / adam['time_s']:6.2f}x adam ({1e3 * adam['time_s']:.1f} ms)"
+    print(f"{name:16s} {1e3 * r['time_s']:9.3f} ms   "
+          f"{r['time_s'] / adam['time_s']:6.2f}x adam ({1e3 * adam['time_s']:.3f} ms)"
           f"{temp}{its}", flush=True)
   if args.json:
     with open(args.json, "w") as f:

@@ -36,16 +36,13 @@ import shutil
 import subprocess
 import tempfile
 import warnings
-from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax import lax
 
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
-from ramda_optax.statistics import Statistics
 
 TARGET = "ramda_group_step"
 # Bytes of one array of a block of groups: b and P of a block, in scratch,
@@ -158,15 +155,6 @@ def leaf_view(penalty: LeafPenalty | None,
   return math.prod(shape[:k]), shape[k], math.prod(shape[k + 1:])
 
 
-def selected(solver: object, statistics: Statistics) -> bool:
-  """Whether an optimizer with ``solver`` and ``statistics`` runs its
-  group-lasso and unpenalized leaves in the kernel: an
-  ``exact_solver(backend="cpu")`` and statistics in
-  :class:`ramda_optax.Moments` form."""
-  return (getattr(solver, "backend", None) == "cpu"
-          and statistics.moments is not None)
-
-
 def leaf_takes(penalty: LeafPenalty | None,
                arrays: tuple[jax.Array, ...]) -> View | None:
   """The view of a leaf the kernel takes (float32 arrays, a group norm
@@ -245,8 +233,3 @@ def group_step(
       root=np.int64(root), delta=bool(delta))
   return v, u, new_anchor if restarts else None, theta, passes
 
-
-def on_cpu(kernel: Callable[[], tuple], fallback: Callable[[], tuple]) -> tuple:
-  """``kernel()`` where the computation is lowered for a CPU, else
-  ``fallback()`` (the same results, from XLA)."""
-  return lax.platform_dependent(cpu=kernel, default=fallback)

@@ -18,7 +18,6 @@ import optax
 
 from ramda_optax import _validation
 from ramda_optax import accumulator
-from ramda_optax import cpu_kernel
 from ramda_optax import fused
 from ramda_optax import schedules
 from ramda_optax import solvers
@@ -96,7 +95,7 @@ def regularized_dual_averaging(
   check_regularizer(regularizer)
   solver = solvers.default_solver() if solver is None else solver
   restart_steps = accumulator.check_restart_steps(restart_steps)
-  uses_kernel = cpu_kernel.selected(solver, preconditioner)
+  uses_kernel = fused.kernel_selected(solver, preconditioner)
 
   def init_fn(params: optax.Params) -> RamdaState:
     if jax.tree.leaves(params):  # (optax.tree_utils passes leafless params)
@@ -158,28 +157,23 @@ def regularized_dual_averaging(
               *stats), iters
 
     def kernel_step(penalty, arrays, xla_step):
-      """The leaf's step as RAMDA's CPU kernel where it covers it (None
-      elsewhere), XLA's on other platforms."""
-      view = cpu_kernel.leaf_takes(penalty, arrays)
-      if view is None:
-        return None
+      """The leaf's step as the solver's kernel where it covers it (None
+      elsewhere; XLA's on platforms the kernel does not run on)."""
       g, v, anchor, w, theta, u = arrays
       # V is the dual average: V ← V + s g, v = V.
       _, _, decay, weight_u, scale, _ = preconditioner.moments.coefficients(
           step)
 
-      def compiled():
-        v_new, u_new, anchor_new, theta_new, passes = cpu_kernel.group_step(
-            view, penalty, (g, w, v, u, anchor, theta),
+      def compiled(group_step):
+        v_new, u_new, anchor_new, theta_new, passes = group_step(
+            (g, w, v, u, anchor, theta if from_solution else w),
             (1.0, weight, decay, weight_u, scale, 1.0, damping, threshold),
-            restart, root=preconditioner.moments.root, delta=False,
-            max_iters=solver.max_iters, warm_start=solver.warm_start,
-            block_bytes=solver.block_bytes)
+            restart, root=preconditioner.moments.root, delta=False)
         update = (1 - m) * theta_new + m * w - w
         return (update, v_new, anchor if anchor_new is None else anchor_new,
                 w, theta_new, u_new), passes
 
-      return cpu_kernel.on_cpu(compiled, xla_step)
+      return fused.run_kernel(solver, penalty, arrays, compiled, xla_step)
 
     new, inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),

@@ -21,10 +21,14 @@ from typing import Any
 
 import jax
 import optax
+from jax import lax
 
 from ramda_optax import blocks
+from ramda_optax import cpu_kernel
+from ramda_optax import group_kernels
 from ramda_optax import solvers
 from ramda_optax.regularizers import LeafPenalty
+from ramda_optax.statistics import Statistics
 from ramda_optax.subproblem import Subproblem
 
 # (subproblem, warm start) -> (θ̂, iterations): the solve of the leaf or
@@ -40,12 +44,101 @@ Kernel = Callable[[LeafPenalty | None, tuple[jax.Array, ...],
                   tuple[tuple[jax.Array, ...], jax.Array] | None]
 
 
+# The kernel's step of one leaf: (arrays, coefficients, restart, *, root,
+# delta) -> (V, U, anchor or None, θ̂ or θ̂ − W, iterations), as
+# :func:`ramda_optax.cpu_kernel.group_step` takes and returns them.
+GroupStep = Callable[..., tuple[jax.Array, ...]]
+# Platforms on which the Pallas kernel compiles (through Triton).
+PALLAS_PLATFORMS = ("cuda", "rocm")
+
+
+def gpu_in_use() -> bool:
+  """Whether JAX's default backend is a GPU. Only then does
+  ``backend="kernel"`` trace the Pallas kernel's branch, which costs a few
+  seconds per trace of a large model (3.4 s against 0.5 s for VGG19's
+  step on a CPU)."""
+  return jax.default_backend() == "gpu"
+
+
+def kernel_selected(solver: Any, statistics: Statistics) -> bool:
+  """Whether an optimizer with ``solver`` and ``statistics`` runs the whole
+  step of its leaves as a kernel where one takes them: statistics in
+  :class:`ramda_optax.Moments` form and an exact solver with
+  ``backend="kernel"`` or ``"cpu"``, or any solver with
+  ``backend="pallas"``."""
+  backend = getattr(solver, "backend", None)
+  return statistics.moments is not None and (
+      backend == "pallas" or (backend in ("kernel", "cpu")
+                              and isinstance(solver, solvers.ExactSolver)))
+
+
+def _cpu_step(solver: Any, view, penalty) -> GroupStep:
+  def step(arrays, coefficients, restart, *, root, delta):
+    return cpu_kernel.group_step(
+        view, penalty, arrays, coefficients, restart, root=root, delta=delta,
+        max_iters=solver.max_iters, warm_start=solver.warm_start,
+        block_bytes=solver.block_bytes)
+  return step
+
+
+def _pallas_step(solver: Any, view, penalty,
+                 interpret: bool | None) -> GroupStep:
+  def step(arrays, coefficients, restart, *, root, delta):
+    return group_kernels.fused_step(
+        view, penalty, arrays, coefficients, restart, root=root, delta=delta,
+        block_bytes=solver.block_bytes or group_kernels.BLOCK_BYTES,
+        max_iters=solver.max_iters,
+        newton=isinstance(solver, solvers.ExactSolver),
+        warm_start=getattr(solver, "warm_start", True),
+        rtol=getattr(solver, "rtol", 0.0), interpret=interpret)
+  return step
+
+
+def run_kernel(
+    solver: Any,
+    penalty: LeafPenalty | None,
+    arrays: tuple[jax.Array, ...],
+    compiled: Callable[[GroupStep], tuple],
+    xla_step: Callable[[], tuple],
+) -> tuple | None:
+  """``compiled(group_step)`` with the kernel's step of this leaf, on the
+  platforms where the solver's kernel takes it, ``xla_step()`` on the
+  others; None where no kernel takes the leaf.
+
+  The C++ kernel (``backend`` "cpu" or "kernel", on a CPU) takes float32
+  leaves grouped along one axis and leaves without a penalty; the Pallas
+  kernel (``backend`` "pallas" everywhere, interpreted off GPUs, or
+  "kernel" where the default backend is a GPU) takes group-norm leaves of
+  one dtype grouped along one axis (a leaf without a penalty is one XLA
+  fusion already). The platform is chosen when the step is lowered
+  (``lax.platform_dependent``).
+  """
+  backend = solver.backend
+  branches = {}
+  if backend in ("cpu", "kernel"):
+    view = cpu_kernel.leaf_takes(penalty, arrays)
+    if view is not None:
+      branches["cpu"] = lambda: compiled(_cpu_step(solver, view, penalty))
+  pallas = backend == "pallas" or (backend == "kernel" and gpu_in_use())
+  if pallas and penalty is not None and len({x.dtype for x in arrays}) == 1:
+    view = group_kernels.leaf_view(penalty, arrays[0].shape)
+    if view is not None:
+      if backend == "pallas":
+        return compiled(_pallas_step(solver, view, penalty, None))
+      # Lowered for a GPU only: compiled, wherever it is traced.
+      step = lambda: compiled(_pallas_step(solver, view, penalty, False))
+      branches.update({name: step for name in PALLAS_PLATFORMS})
+  if not branches:
+    return None
+  return lax.platform_dependent(**branches, default=xla_step)
+
+
 def block_bytes(solver: Any, penalty: LeafPenalty | None) -> int | None:
   """The bytes of one array of the blocks a leaf's step runs in, or None to
   run it whole (no penalty, a separable one, or a solver without XLA
   blocks)."""
   if (penalty is None or penalty.separable
-      or getattr(solver, "backend", "xla") not in ("xla", "cpu")
+      or getattr(solver, "backend", "xla") not in ("xla", "cpu", "kernel")
       or not hasattr(solver, "solve_block")):
     return None
   return getattr(solver, "block_bytes", None)

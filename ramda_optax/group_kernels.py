@@ -1,4 +1,5 @@
-"""Group-lasso subproblems solved by a Pallas kernel, one program per block.
+"""Group-lasso subproblems, and whole optimizer steps, as Pallas kernels,
+one program per block of whole groups.
 
 A leaf whose groups are the indices of one axis is viewed as an array of
 shape (A, G, B), the g-th group being ``x[:, g, :]``: a conv kernel
@@ -7,7 +8,10 @@ kernel grouped per input feature is (1, in, out). Each program of the
 kernel loads a block of whole groups (its A rows, each a (groups, B) tile,
 B padded to a power of two and masked) once, runs the whole solve on it in
 registers, stopping on its own progress, and writes θ̂ once: the leaf
-crosses memory twice, whatever the number of iterations.
+crosses memory twice, whatever the number of iterations. :func:`fused_step`
+runs an adaptive method's whole step the same way: the statistics of the
+block, its solve and θ̂ (or θ̂ − W) in one program, each array read and
+written once.
 
 On a GPU the kernel compiles through Triton; elsewhere it runs in Pallas'
 interpret mode, which is what the tests compare with the XLA solvers of
@@ -35,6 +39,9 @@ from ramda_optax.subproblem import Subproblem
 # The kernel unrolls its loads and arithmetic over a group's A rows; leaves
 # with more rows per group take the XLA path.
 MAX_ROWS = 32
+# Bytes of one array of a block when the solver names none (the fused
+# step's default on a GPU).
+BLOCK_BYTES = 32 * 1024
 
 View = tuple[int, int, int]
 
@@ -62,41 +69,104 @@ def groups_per_block(view: View, itemsize: int, block_bytes: int) -> int:
   return min(1 << (fit.bit_length() - 1), pl.next_power_of_2(groups))
 
 
-def _block_solver(body: Callable, view: View, groups: int) -> Callable:
-  """A ``pallas_call`` over blocks of ``groups`` groups of a leaf of shape
-  ``view``. ``body(tau, rows, share)`` gets the block's rows (per input,
-  a list of A masked (groups, B') tiles) and returns (θ̂ rows, iterations)."""
-  a_rows, num_groups, cols = view
+def _block_rows(view: View, groups: int):
+  """The block of the current program: ``(load, store, share)``, ``load(ref,
+  r)`` and ``store(ref, r, x)`` reading and writing its r-th row, a masked
+  (groups, B') tile, and ``share`` its fraction of the leaf's groups."""
+  num_groups, cols = view[1], view[2]
   width = pl.next_power_of_2(cols)
+  first = pl.program_id(0) * groups
+  index = first + lax.broadcasted_iota(jnp.int32, (groups, width), 0)
+  column = lax.broadcasted_iota(jnp.int32, (groups, width), 1)
+  mask = (index < num_groups) & (column < cols)
+  # int32 indices throughout (the interpreter wants one index type).
+  at = lambda ref, r: ref.at[jnp.int32(r), pl.ds(first, groups),
+                             pl.ds(jnp.int32(0), width)]
+  load = lambda ref, r: plt.load(at(ref, r), mask=mask, other=0)
+  store = lambda ref, r, x: plt.store(at(ref, r), x, mask=mask)
+  share = jnp.minimum(num_groups - first, groups) / num_groups
+  return load, store, share
+
+
+def _block_solver(body: Callable, view: View, groups: int) -> Callable:
+  """A ``pallas_call`` kernel over blocks of ``groups`` groups of a leaf of
+  shape ``view``. ``body(tau, rows, share)`` gets the block's rows (per
+  input, a list of A masked (groups, B') tiles) and returns (θ̂ rows,
+  iterations)."""
 
   def kernel(tau_ref, *refs):
     inputs, (theta_ref, iters_ref) = refs[:-2], refs[-2:]
-    first = pl.program_id(0) * groups
-    index = first + lax.broadcasted_iota(jnp.int32, (groups, width), 0)
-    column = lax.broadcasted_iota(jnp.int32, (groups, width), 1)
-    mask = (index < num_groups) & (column < cols)
-    # int32 indices throughout (the interpreter wants one index type).
-    at = lambda ref, r: ref.at[jnp.int32(r), pl.ds(first, groups),
-                               pl.ds(jnp.int32(0), width)]
-    rows = [[plt.load(at(ref, r), mask=mask, other=0) for r in range(a_rows)]
-            for ref in inputs]
-    # The block's part of the leaf, for its relative stopping test.
-    share = (jnp.minimum(num_groups - first, groups).astype(tau_ref.dtype)
-             / num_groups)
-    theta, iters = body(tau_ref[0], rows, share)
-    for r in range(a_rows):
-      plt.store(at(theta_ref, r), theta[r], mask=mask)
+    load, store, share = _block_rows(view, groups)
+    rows = [[load(ref, r) for r in range(view[0])] for ref in inputs]
+    theta, iters = body(tau_ref[0], rows, share.astype(tau_ref.dtype))
+    for r in range(view[0]):
+      store(theta_ref, r, theta[r])
     iters_ref[pl.program_id(0)] = iters
 
   return kernel
 
 
+def _root(root: int, x: jax.Array) -> jax.Array:
+  return _numerics.cbrt(x) if root == 3 else jnp.sqrt(x)
+
+
+def _step_kernel(body: Callable, view: View, groups: int, root: int,
+                 restarts: bool, delta: bool) -> Callable:
+  """A ``pallas_call`` kernel of the whole step (see :func:`fused_step`)
+  over blocks of ``groups`` groups: the statistics of each row, then
+  ``body`` on the block's subproblem, then θ̂ (or θ̂ − W)."""
+
+  def kernel(scalars_ref, g_ref, w_ref, v_ref, u_ref, a_ref, z_ref, *outs):
+    v_out, u_out = outs[:2]
+    a_out = outs[2] if restarts else None
+    theta_ref, iters_ref = outs[-2:]
+    decay1, weight1, decay2, weight2, scale, linear, damping, tau, restart = (
+        scalars_ref[i] for i in range(9))
+    restart = restart > 0
+    load, store, share = _block_rows(view, groups)
+    zero = jnp.zeros((), tau.dtype)
+    anchors, linears, metrics, starts, params = [], [], [], [], []
+    for r in range(view[0]):
+      g, v, u = (load(ref, r) for ref in (g_ref, v_ref, u_ref))
+      if restarts:
+        v, u = jnp.where(restart, zero, v), jnp.where(restart, zero, u)
+      v = decay1 * v + weight1 * g
+      u = decay2 * u + weight2 * (g * g)
+      store(v_out, r, v)
+      store(u_out, r, u)
+      w = load(w_ref, r) if restarts or delta else None
+      a = load(a_ref, r)
+      if restarts:
+        a = jnp.where(restart, w, a)
+        store(a_out, r, a)
+      anchors.append(a)
+      linears.append(linear * v)
+      metrics.append(_root(root, scale * u) + damping)
+      starts.append(load(z_ref, r))
+      params.append(w)
+    theta, iters = body(tau, [anchors, linears, metrics, starts],
+                        share.astype(tau.dtype))
+    regularized = tau > 0
+    for r in range(view[0]):
+      # τ = 0 (no iteration ran): the closed form a − v/P.
+      t = jnp.where(regularized, theta[r], anchors[r] - _numerics.safe_divide(
+          linears[r], metrics[r]))
+      store(theta_ref, r, t - params[r] if delta else t)
+    # (A product, not a select: Triton's lowering of a select between an
+    # int32 loop result and a literal fails to verify.)
+    iters_ref[pl.program_id(0)] = iters * regularized.astype(iters.dtype)
+
+  return kernel
+
+
+# A group's A rows are combined entry by entry first, then reduced once: one
+# reduction across a program's threads per group sum, not A.
 def _group_sum(rows):
-  return functools.reduce(jnp.add, [jnp.sum(x, axis=1) for x in rows])
+  return jnp.sum(functools.reduce(jnp.add, rows), axis=1)
 
 
 def _group_max(rows):
-  return functools.reduce(jnp.maximum, [jnp.max(x, axis=1) for x in rows])
+  return jnp.max(functools.reduce(jnp.maximum, rows), axis=1)
 
 
 def _any(mask):
@@ -187,6 +257,13 @@ def _newton_body(weight: float, max_iters: int, warm_start: bool):
   return body
 
 
+def _compiler_params(view: View, groups: int) -> plt.CompilerParams:
+  # About 16 entries of each array per thread.
+  entries = view[0] * groups * pl.next_power_of_2(view[2])
+  return plt.CompilerParams(
+      num_warps=min(16, max(4, pl.next_power_of_2(entries) // 512)))
+
+
 def _solve(body, sub: Subproblem, z0: jax.Array, view: View,
            block_bytes: int) -> tuple[jax.Array, jax.Array]:
   """One ``pallas_call`` of ``body`` over the leaf's blocks; returns θ̂ and
@@ -203,10 +280,7 @@ def _solve(body, sub: Subproblem, z0: jax.Array, view: View,
                  jax.ShapeDtypeStruct((num_blocks,), jnp.int32)),
       grid=(num_blocks,),
       interpret=jax.default_backend() != "gpu",
-      # About 16 entries of each array per thread.
-      compiler_params=plt.CompilerParams(num_warps=min(16, max(
-          4, pl.next_power_of_2(view[0] * groups * pl.next_power_of_2(view[2]))
-          // 512))),
+      compiler_params=_compiler_params(view, groups),
   )(jnp.reshape(tau, (1,)).astype(dtype),
     *(x.astype(dtype).reshape(view) for x in (a, v, p, z0)))
   return theta.reshape(a.shape), jnp.max(iters)
@@ -231,3 +305,88 @@ def solve_newton(penalty: GroupNorm, sub: Subproblem, z0: jax.Array,
   returns ``(θ̂, passes of the block that took most)``. τ > 0 is assumed."""
   body = _newton_body(penalty.weight, max_iters, warm_start)
   return _solve(body, sub, z0, view, block_bytes)
+
+
+def fused_step(
+    view: View,
+    penalty: GroupNorm,
+    arrays: tuple[jax.Array, ...],
+    coefficients: tuple[jax.Array | float, ...],
+    restart: jax.Array | bool,
+    *,
+    root: int,
+    delta: bool,
+    block_bytes: int,
+    max_iters: int,
+    newton: bool,
+    warm_start: bool = True,
+    rtol: float = 0.0,
+    interpret: bool | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array, jax.Array]:
+  """The whole step of an adaptive method on one group-norm leaf, one
+  program per block of whole groups: the statistics of
+  :class:`ramda_optax.Moments` form,
+
+      V ← β₁ V + w₁ g,  U ← β₂ U + w₂ g²,  P = root(c U) + ε,  v = ℓ V,
+
+  (V, U ← 0 and a ← W first on a restart), then the block's subproblem
+  solved in registers (Newton on the group radii as :func:`solve_newton`,
+  or PG as :func:`solve_pg`; a − v/P when τ = 0), then θ̂ (or θ̂ − W): every
+  array is read and written once. The arguments and results are those of
+  :func:`ramda_optax.cpu_kernel.group_step`, the C++ kernel of the same
+  step; V, U, a and θ̂ (θ̂ − W: g) are written in the buffers of the ones
+  given (donate them to avoid copies).
+
+  Args:
+    view: the leaf's (A, G, B) (:func:`leaf_view`).
+    penalty: its group norm.
+    arrays: (g, W, V, U, a, warm start), of the leaf's shape and one dtype.
+    coefficients: (β₁, w₁, β₂, w₂, c, ℓ, ε, τ).
+    restart: whether this step restarts (False: the optimizer has none, and
+      a is not an output).
+    root: 3 (cube root) or 2 (square root).
+    delta: return θ̂ − W (else θ̂).
+    block_bytes: the most bytes of one array of a block.
+    max_iters: most iterations (Newton passes or PG steps) of a block.
+    newton: Newton (exact) if True, else PG.
+    warm_start: Newton starts at the warm start's group radii (PG always
+      starts at the warm start).
+    rtol: PG's relative-decrease tolerance (floored at the dtype's eps).
+    interpret: run Pallas' interpreter (None: unless the default backend
+      is a GPU; False for a step lowered for a GPU only).
+
+  Returns:
+    ``(V, U, a or None, θ̂ or θ̂ − W, iterations of the block that took
+    most)``.
+  """
+  g = arrays[0]
+  dtype = g.dtype
+  restarts = restart is not False
+  if newton:
+    body = _newton_body(penalty.weight, max_iters, warm_start)
+  else:
+    body = _pg_body(penalty.weight, max_iters,
+                    max(rtol, float(jnp.finfo(dtype).eps)))
+  groups = groups_per_block(view, dtype.itemsize, block_bytes)
+  num_blocks = pl.cdiv(view[1], groups)
+  leaf = jax.ShapeDtypeStruct(view, dtype)
+  out_shape = ((leaf, leaf) + ((leaf,) if restarts else ())
+               + (leaf, jax.ShapeDtypeStruct((num_blocks,), jnp.int32)))
+  # Inputs (scalars, g, W, V, U, a, z): V, U, a and θ̂ (in z's place, or
+  # g's for θ̂ − W) are updated in place.
+  aliases = {3: 0, 4: 1, **({5: 2} if restarts else {}),
+             (1 if delta else 6): 2 + restarts}
+  scalars = jnp.stack([jnp.asarray(x, dtype) for x in (
+      *coefficients, jnp.asarray(restart, dtype))])
+  out = pl.pallas_call(
+      _step_kernel(body, view, groups, root, restarts, delta),
+      out_shape=out_shape,
+      grid=(num_blocks,),
+      input_output_aliases=aliases,
+      interpret=(jax.default_backend() != "gpu" if interpret is None
+                 else interpret),
+      compiler_params=_compiler_params(view, groups),
+  )(scalars, *(x.reshape(view) for x in arrays))
+  v, u = out[0].reshape(g.shape), out[1].reshape(g.shape)
+  anchor = out[2].reshape(g.shape) if restarts else None
+  return v, u, anchor, out[-2].reshape(g.shape), jnp.max(out[-1])

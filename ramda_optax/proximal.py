@@ -23,7 +23,6 @@ import jax.numpy as jnp
 import optax
 
 from ramda_optax import _validation
-from ramda_optax import cpu_kernel
 from ramda_optax import fused
 from ramda_optax import schedules
 from ramda_optax import solvers
@@ -81,7 +80,7 @@ def regularized_proximal(
   """
   _validation.check_range("learning_rate", learning_rate, 0.0)
   check_regularizer(regularizer)
-  uses_kernel = cpu_kernel.selected(solver, statistics)
+  uses_kernel = fused.kernel_selected(solver, statistics)
 
   def init_fn(params):
     if jax.tree.leaves(params):  # (optax.tree_utils passes leafless params)
@@ -121,24 +120,20 @@ def regularized_proximal(
               *stats), iters
 
     def kernel_step(penalty, arrays, xla_step):
-      """The leaf's step as the CPU kernel where it covers it (None
-      elsewhere), XLA's on other platforms."""
-      view = None if len(arrays) != 4 else cpu_kernel.leaf_takes(
-          penalty, arrays)
-      if view is None:
+      """The leaf's step as the solver's kernel where it covers it (None
+      elsewhere; XLA's on platforms the kernel does not run on)."""
+      if len(arrays) != 4:
         return None
       g, w, first, second = arrays
 
-      def compiled():
-        first_new, second_new, _, update, passes = cpu_kernel.group_step(
-            view, penalty, (g, w, first, second, w, w),
+      def compiled(group_step):
+        first_new, second_new, _, update, passes = group_step(
+            (g, w, first, second, w, w),
             (*statistics.moments.coefficients(step), step.damping, threshold),
-            False, root=statistics.moments.root, delta=True,
-            max_iters=solver.max_iters, warm_start=solver.warm_start,
-            block_bytes=solver.block_bytes)
+            False, root=statistics.moments.root, delta=True)
         return (update, w, first_new, second_new), passes
 
-      return cpu_kernel.on_cpu(compiled, xla_step)
+      return fused.run_kernel(solver, penalty, arrays, compiled, xla_step)
 
     (new_updates, _, *stats), inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),
@@ -178,8 +173,9 @@ def proxgen(
     eps: ε ≥ 0.
     regularizer: λψ, or None.
     solver: :func:`ramda_optax.default_solver` by default (the exact
-      group-norm solution, on a CPU in the compiled kernel; the paper's PG
-      for other penalties); ``pg_solver()`` is the paper's rule.
+      group-norm solution, in the compiled kernel of the step on a CPU and
+      a GPU; the paper's PG for other penalties); ``pg_solver()`` is the
+      paper's rule.
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -222,9 +218,11 @@ def prox_ssi(
     b2: second-moment decay in [0, 1).
     eps: ε ≥ 0.
     regularizer: λψ (group lasso or ℓ1), or None.
-    solver: ``exact_solver(backend="cpu")`` by default (on a CPU the
-      whole step of a float32 group-lasso leaf as a compiled kernel,
-      :mod:`ramda_optax.cpu_kernel`; its XLA form elsewhere).
+    solver: ``exact_solver(backend="kernel")`` by default (the whole
+      step of a group-lasso leaf as a compiled kernel: on a CPU
+      :mod:`ramda_optax.cpu_kernel`, on a GPU
+      :func:`ramda_optax.group_kernels.fused_step`; its XLA form
+      elsewhere).
 
   Returns:
     An ``optax.GradientTransformationExtraArgs``; ``update`` needs ``params``.
@@ -237,7 +235,8 @@ def prox_ssi(
       learning_rate,
       statistics=adamw_step_moments(b1, b2, eps),
       regularizer=regularizer,
-      solver=solvers.exact_solver(backend="cpu") if solver is None else solver,
+      solver=solvers.exact_solver(backend="kernel") if solver is None
+      else solver,
       name="prox_ssi",
   )
 

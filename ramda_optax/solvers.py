@@ -303,9 +303,10 @@ class ExactSolver(NamedTuple):
       bound r₀ of the root).
     block_bytes: None to solve a leaf whole, else the bytes of one array
       of a block of whole groups solved on its own.
-    backend: how blocks run: "xla" (a loop), "pallas" (a kernel) or "cpu"
-      (RAMDA's whole step as a compiled CPU kernel where it applies, see
-      ``exact_solver``; XLA elsewhere).
+    backend: how blocks run: "xla" (a loop), "pallas" (a kernel), "cpu"
+      (the optimizer's whole step as a compiled CPU kernel where it
+      applies, see ``exact_solver``; XLA elsewhere) or "kernel" (the CPU
+      kernel on a CPU, the Pallas kernel of the whole step on a GPU).
     fallback: None, or the solver of the leaves whose penalty is not a
       group norm (warm-started at the previous θ̂ too).
     start: the warm start it asks of the dual-averaging methods: the
@@ -448,13 +449,19 @@ def exact_solver(
   default 128 KiB), each group stopping on its own radius. Everywhere else
   (other platforms, dtypes, penalties and optimizers, or no C++ compiler)
   it is the XLA path above, whole leaves or ``block_bytes`` blocks.
+  ``backend="kernel"`` is that on a CPU and, on a GPU, the same whole step
+  of each group-norm leaf grouped along one axis as a Pallas kernel
+  (:func:`ramda_optax.group_kernels.fused_step`, blocks of ``block_bytes``,
+  default 32 KiB); ``backend="pallas"`` runs that kernel on every platform
+  (interpreted off GPUs) and, for statistics of another form, the solve
+  alone.
 
   Args:
     max_iters: most Newton passes per leaf (or block) and step, >= 1.
     warm_start: start at the warm start's group radii (True) or at r₀.
     block_bytes: None (whole leaves) or the bytes of one array of a block,
       >= 1.
-    backend: "xla", "pallas" (needs ``block_bytes``) or "cpu".
+    backend: "xla", "pallas" (needs ``block_bytes``), "cpu" or "kernel".
     fallback: None (other penalties are an error), or a solver for the
       leaves whose penalty is not a group norm (the nuclear norm, a user's
       own), e.g. :func:`pg_solver`; it is warm-started at the previous θ̂.
@@ -469,7 +476,7 @@ def exact_solver(
   _validation.check_int("max_iters", max_iters, 1)
   if block_bytes is not None:
     _validation.check_int("block_bytes", block_bytes, 1)
-  _check_backend(backend, block_bytes, ("xla", "pallas", "cpu"))
+  _check_backend(backend, block_bytes, ("xla", "pallas", "cpu", "kernel"))
   if fallback is not None and not hasattr(fallback, "solve"):
     raise TypeError(
         f"exact_solver: fallback must be None or a solver (an object with a "
@@ -481,8 +488,9 @@ def exact_solver(
 
 def default_solver() -> ExactSolver:
   r"""RAMDA's and ProxGen's default solver: the exact group-norm solution
-  (:func:`exact_solver`, whole leaves; on a CPU, the optimizer's whole step
-  as a compiled kernel, ``backend="cpu"``), with the paper's inexact PG
+  (:func:`exact_solver`, whole leaves; on a CPU and a GPU, the optimizer's
+  whole step as a compiled kernel, ``backend="kernel"``), with the paper's
+  inexact PG
   (:func:`pg_solver`) for every other penalty.
 
   Chosen by measurement over the paper's PG rule: on the subproblems of a
@@ -495,7 +503,7 @@ def default_solver() -> ExactSolver:
   Returns:
     An :class:`ExactSolver` with a :class:`PGSolver` fallback.
   """
-  return exact_solver(backend="cpu", fallback=pg_solver())
+  return exact_solver(backend="kernel", fallback=pg_solver())
 
 
 class ProxSolver(NamedTuple):

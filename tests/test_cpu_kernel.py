@@ -13,6 +13,7 @@ import pytest
 
 import ramda_optax as ro
 from ramda_optax import cpu_kernel
+from ramda_optax import fused
 from tests import numpy_reference as ref
 
 SHAPES = {"conv": (3, 3, 13, 7), "dense": (11, 6), "bias": (7,),
@@ -141,22 +142,32 @@ def _assert_optimal(theta, anchor, linear, metric, tau):
   assert checked > 0
 
 
-def test_steps_lowered_for_a_gpu_take_the_xla_path():
-  """The kernel is chosen when the step is lowered: for a CPU the lowered
-  step calls it, for a GPU (lowered here without one) it does not."""
+@pytest.mark.parametrize("gpu", [True, False])
+def test_steps_lowered_for_a_gpu_take_the_pallas_kernel(gpu, monkeypatch):
+  """The kernel is chosen when the step is lowered: for a CPU the default
+  optimizers' lowered steps call the C++ kernel, for a GPU (lowered here
+  without one, traced as where a GPU is the default backend) the Pallas
+  kernel of the same step on each group-lasso leaf, and no kernel without
+  a regularizer (one XLA fusion). Traced where no GPU is in use, the step
+  lowered for a GPU is XLA's."""
+  monkeypatch.setattr(fused, "gpu_in_use", lambda: gpu)
   params = {"w": jnp.ones((4, 3), jnp.float32), "b": jnp.zeros(3, jnp.float32)}
   reg = ro.group_lasso(0.01, {"w": (1,), "b": None})
-  allow = [jax.export.DisabledSafetyCheck.custom_call(cpu_kernel.TARGET)]
-  for opt in (ro.ramda(0.1, regularizer=reg), ro.proxgen(0.1, regularizer=reg),
-              ro.ramda(0.1)):
+  triton = "__gpu$xla.gpu.triton"
+  allow = [jax.export.DisabledSafetyCheck.custom_call(name)
+           for name in (cpu_kernel.TARGET, triton)]
+  for opt, regularized in ((ro.ramda(0.1, regularizer=reg), True),
+                           (ro.proxgen(0.1, regularizer=reg), True),
+                           (ro.prox_ssi(0.1, regularizer=reg), True),
+                           (ro.ramda(0.1), False)):
     calls = {}
     for platform in ("cpu", "cuda"):
-      exported = jax.export.export(
+      module = jax.export.export(
           jax.jit(opt.update), platforms=[platform], disabled_checks=allow)(
-              params, opt.init(params), params)
-      calls[platform] = f"custom_call @{cpu_kernel.TARGET}(" in (
-          exported.mlir_module())
-    assert calls == {"cpu": True, "cuda": False}
+              params, opt.init(params), params).mlir_module()
+      calls[platform] = (module.count(f"custom_call @{cpu_kernel.TARGET}("),
+                         module.count(f"custom_call @{triton}("))
+    assert calls == {"cpu": (2, 0), "cuda": (0, int(regularized and gpu))}
 
 
 def test_kernel_is_built():
@@ -368,7 +379,7 @@ def test_empty_leaves_take_the_xla_path():
 
 
 def test_backend_is_checked():
-  with pytest.raises(ValueError, match="'xla', 'pallas' or 'cpu'"):
+  with pytest.raises(ValueError, match="'xla', 'pallas', 'cpu' or 'kernel'"):
     ro.exact_solver(backend="gpu")
   with pytest.raises(ValueError, match="'xla' or 'pallas'"):
     ro.pg_solver(backend="cpu")

@@ -177,3 +177,90 @@ def test_every_method_on_the_kernel_matches_the_whole_leaf(method, lr, solvers):
                      for solver in solvers)
   for w, k in zip(jax.tree.leaves(whole), jax.tree.leaves(kernel)):
     np.testing.assert_allclose(k, w, rtol=1e-12, atol=1e-12)
+
+
+# The fused step (group_kernels.fused_step): statistics, solve and θ̂ of a
+# block in one program, float32 as a GPU runs it.
+
+
+def _strength(count):
+  """τ = 0 for the first three steps (the closed form), then λ = 0.3."""
+  return jnp.where(count < 3, 0.0, 0.3)
+
+
+@pytest.mark.parametrize("method", [
+    "ramda", pytest.param("proxgen", marks=pytest.mark.slow),
+    pytest.param("prox_ssi", marks=pytest.mark.slow)])
+def test_fused_step_matches_the_xla_path(method):
+  """The whole step in the kernel (Newton, blocks of 100 bytes: several
+  groups per block, a remainder, and blocks of a single group) gives XLA's
+  params and state to float32 rounding and the same zero groups: RAMDA
+  with restarts and a regularizer off for three steps (τ = 0, no
+  iteration), ProxGen and ProxSSI (θ̂ − W out)."""
+  from tests.test_cpu_kernel import GROUPS as groups
+  from tests.test_cpu_kernel import PROXIMAL, STRENGTH
+  from tests.test_cpu_kernel import _assert_same_steps, _problem, _run
+  init, grad_fn = _problem(seed=11)
+  if method == "ramda":
+    make = lambda solver: ro.ramda(
+        0.3, regularizer=ro.group_lasso(_strength, groups),
+        restart_steps=(5, 9), solver=solver)
+  else:
+    make = lambda solver: PROXIMAL[method](
+        0.1, regularizer=ro.group_lasso(STRENGTH[method], groups),
+        solver=solver)
+  fused = _run(make(ro.exact_solver(block_bytes=100, backend="pallas")),
+               init, grad_fn, 12)
+  xla = _run(make(ro.exact_solver()), init, grad_fn, 12)
+  structure = ((lambda p, s: s.solution) if method == "ramda"
+               else (lambda p, s: p))
+  _assert_same_steps(fused, xla, structure)
+  iters = np.array([np.asarray(s.inner_iters) for _, s in fused])
+  if method == "ramda":
+    assert not iters[:3].any() and iters[3:].any()
+  assert 0 < max(float(ro.group_sparsity(structure(p, s), groups))
+                 for p, s in fused) < 1
+
+
+@pytest.mark.slow
+def test_fused_pg_matches_the_solve_only_kernel():
+  """PG in the fused step takes the steps (and iterations) of the kernel
+  that solves alone, with the statistics in XLA (statistics without a
+  Moments form), under restarts."""
+  from tests.test_cpu_kernel import GROUPS as groups
+  from tests.test_cpu_kernel import _assert_same_steps, _problem, _run
+  init, grad_fn = _problem(seed=12)
+  solver = ro.pg_solver(block_bytes=100, backend="pallas")
+  reg = ro.group_lasso(0.3, groups)
+  fused = ro.ramda(0.3, regularizer=reg, restart_steps=(5,), solver=solver)
+  alone = ro.regularized_dual_averaging(
+      0.3, preconditioner=ro.cube_root(1e-6)._replace(moments=None),
+      regularizer=reg, restart_steps=(5,), solver=solver)
+  first, second = (_run(opt, init, grad_fn, 10) for opt in (fused, alone))
+  _assert_same_steps(first, second, lambda p, s: s.solution)
+  assert max(int(np.max(s.inner_iters)) for _, s in first) > 2
+
+
+@pytest.mark.parametrize("newton", [True, False])
+@pytest.mark.parametrize("root,restart,delta", [
+    (3, True, False), (3, False, False), (2, False, True)])
+def test_fused_step_lowers_to_triton_for_a_gpu(newton, root, restart, delta):
+  """Lowered for a GPU (no GPU needed), the fused step is one Triton
+  kernel call: what the step of a default optimizer runs there."""
+  shape = (3, 3, 6, 5)
+  penalty = _penalty(shape, (0, 1, 3))
+  view = group_kernels.leaf_view(penalty, shape)
+  x = jnp.ones(shape, jnp.float32)
+
+  def step(arrays, scalars, restart_flag):
+    return group_kernels.fused_step(
+        view, penalty, arrays, tuple(scalars),
+        restart_flag if restart else False, root=root, delta=delta,
+        block_bytes=128, max_iters=8, newton=newton, rtol=1e-6,
+        interpret=False)
+
+  exported = jax.export.export(
+      jax.jit(step), platforms=["cuda"],
+      disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(
+          "__gpu$xla.gpu.triton")])((x,) * 6, jnp.ones(8), jnp.bool_(True))
+  assert exported.mlir_module().count("custom_call @__gpu$xla.gpu.triton") == 1

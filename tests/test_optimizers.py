@@ -101,7 +101,7 @@ def test_default_solver_falls_back_to_pg_for_other_penalties(x64):
   history = follow(ro.ramda(0.3, momentum=0.9, regularizer=reg), reference(),
                    grad_fn, 20, list(kinds))
   assert max(iters["dense"] for iters, _ in history) > 1
-  assert ro.default_solver() == ro.exact_solver(backend="cpu",
+  assert ro.default_solver() == ro.exact_solver(backend="kernel",
                                                 fallback=ro.pg_solver())
   # With blocks for its group norms, the exact solver hands the nuclear
   # norm's leaves (one block each) to the fallback all the same.
