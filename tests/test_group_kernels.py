@@ -188,9 +188,8 @@ def _strength(count):
   return jnp.where(count < 3, 0.0, 0.3)
 
 
-@pytest.mark.parametrize("method", [
-    "ramda", pytest.param("proxgen", marks=pytest.mark.slow),
-    pytest.param("prox_ssi", marks=pytest.mark.slow)])
+@pytest.mark.slow  # 12 s each
+@pytest.mark.parametrize("method", ["ramda", "proxgen", "prox_ssi"])
 def test_fused_step_matches_the_xla_path(method):
   """The whole step in the kernel (Newton, blocks of 100 bytes: several
   groups per block, a remainder, and blocks of a single group) gives XLA's
