@@ -144,6 +144,18 @@ def variants(groups: dict, strength: float,
   }
 
 
+def make_variant(name: str, groups: dict, strength: float,
+                 block_bytes: int = 2**20,
+                 kernel_block_bytes: int = 32 * 1024) -> Callable:
+  """The optimizer factory of a variant; ``name@N`` is variant ``name`` with
+  its blocks (XLA's and the kernel's) of N bytes per array, so that one
+  process sweeps block sizes."""
+  base, _, size = name.partition("@")
+  if size:
+    block_bytes = kernel_block_bytes = int(size)
+  return variants(groups, strength, block_bytes, kernel_block_bytes)[base]
+
+
 def problem(shapes: dict, groups: dict, seed: int = 0):
   """Initial params and a jitted gradient function of (params, step)."""
   leaves, treedef = jax.tree.flatten(
@@ -275,7 +287,7 @@ def time_training_step(variant: str, warmup: int, steps: int) -> float:
   model = CNN()
   params = model.init(jax.random.key(0), train.images[:1])["params"]
   groups = ro.groups.structured(params)
-  opt = variants(groups, 1e-4)[variant]()
+  opt = make_variant(variant, groups, 1e-4)()
   state = opt.init(jax.tree.map(jnp.copy, params))
   step = make_step(model, opt)
   times = []
@@ -292,7 +304,9 @@ def time_training_step(variant: str, warmup: int, steps: int) -> float:
 def main():
   parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   parser.add_argument("--model", choices=MODELS, default="vgg19")
-  parser.add_argument("--variants", default="adam,madgrad,ramda,ramda_pg")
+  parser.add_argument("--variants", default="adam,madgrad,ramda,ramda_pg",
+                      help="comma-separated; name@N gives a variant blocks "
+                           "of N bytes per array (a sweep in one process)")
   parser.add_argument("--strength", type=float, default=1e-4)
   parser.add_argument("--block-bytes", type=int, default=2**20,
                       help="_blocks variants (XLA): bytes of one array of a "
@@ -330,21 +344,21 @@ def main():
   init, grad_fn = problem(shapes, groups)
   size = sum(x.size for x in jax.tree.leaves(init))
   regularized = _regularized_leaves(groups, init)
-  table = variants(groups, args.strength, args.block_bytes,
-                   args.kernel_block_bytes)
+  make = lambda name: make_variant(name, groups, args.strength,
+                                  args.block_bytes, args.kernel_block_bytes)()
   names = [n for n in args.variants.split(",") if n != "adam"]
   regime = "early (device loop)" if args.device_loop else args.regime
   print(f"{args.model}: {size / 1e6:.2f}M parameters, "
         f"{jax.devices()[0].device_kind}, {regime} regime, "
         f"λ = {args.strength:g}")
   if args.device_loop:
-    adam_timer = device_loop(table["adam"](), init, grad_fn, regularized,
+    adam_timer = device_loop(make("adam"), init, grad_fn, regularized,
                              args.steps)
     timed = lambda name: adam_timer(args.starts) if name == "adam" else device_loop(
-        table[name](), init, grad_fn, regularized, args.steps)(args.starts)
+        make(name), init, grad_fn, regularized, args.steps)(args.starts)
   else:
     timed = lambda name: time_variant(
-        table[name](), init, grad_fn, regularized, args.regime, args.warmup,
+        make(name), init, grad_fn, regularized, args.regime, args.warmup,
         args.steps, args.starts, donate=not args.no_donate)
   results = {}
   for name in names:

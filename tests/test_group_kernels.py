@@ -16,6 +16,12 @@ from ramda_optax import group_kernels
 from tests import numpy_reference as ref
 from tests.test_blocks import _solve
 from tests.test_blocks import check_each_block_alone
+from tests.test_cpu_kernel import GROUPS as KERNEL_GROUPS
+from tests.test_cpu_kernel import PROXIMAL
+from tests.test_cpu_kernel import STRENGTH
+from tests.test_cpu_kernel import _assert_same_steps
+from tests.test_cpu_kernel import _problem
+from tests.test_cpu_kernel import _run
 from tests.test_fused import run
 from tests.test_properties import _subproblem
 
@@ -196,9 +202,7 @@ def test_fused_step_matches_the_xla_path(method):
   params and state to float32 rounding and the same zero groups: RAMDA
   with restarts and a regularizer off for three steps (τ = 0, no
   iteration), ProxGen and ProxSSI (θ̂ − W out)."""
-  from tests.test_cpu_kernel import GROUPS as groups
-  from tests.test_cpu_kernel import PROXIMAL, STRENGTH
-  from tests.test_cpu_kernel import _assert_same_steps, _problem, _run
+  groups = KERNEL_GROUPS
   init, grad_fn = _problem(seed=11)
   if method == "ramda":
     make = lambda solver: ro.ramda(
@@ -226,8 +230,7 @@ def test_fused_pg_matches_the_solve_only_kernel():
   """PG in the fused step takes the steps (and iterations) of the kernel
   that solves alone, with the statistics in XLA (statistics without a
   Moments form), under restarts."""
-  from tests.test_cpu_kernel import GROUPS as groups
-  from tests.test_cpu_kernel import _assert_same_steps, _problem, _run
+  groups = KERNEL_GROUPS
   init, grad_fn = _problem(seed=12)
   solver = ro.pg_solver(block_bytes=100, backend="pallas")
   reg = ro.group_lasso(0.3, groups)

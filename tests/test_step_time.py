@@ -1,7 +1,9 @@
 """The step-time benchmark: its regimes and floors on a small problem."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from benchmarks import step_time
@@ -63,3 +65,24 @@ def test_floors_read_and_write_like_a_dual_averaging_step():
     np.testing.assert_allclose(theta["w"], expected, rtol=1e-5)
     np.testing.assert_allclose(updates["w"], 0.1 * (expected - params["w"]),
                                rtol=1e-5)
+
+
+def test_a_variant_name_sets_its_block_bytes():
+  """``name@N`` is the variant with blocks of N bytes: PG blocks of 64
+  bytes stop block by block and take other steps than blocks of 1 MiB, the
+  default's size, which the name without a suffix gives."""
+  init, grad_fn = step_time.problem(SHAPES, GROUPS)
+
+  def run(name):
+    opt = step_time.make_variant(name, GROUPS, 1e-2)()
+    params, state = init, opt.init(init)
+    for n in range(3):
+      updates, state = jax.jit(opt.update)(grad_fn(params, n), state, params)
+      params = optax.apply_updates(params, updates)
+    return jax.tree.leaves(params)
+
+  default, whole, small = (run(name) for name in (
+      "ramda_pg_blocks", "ramda_pg_blocks@1048576", "ramda_pg_blocks@64"))
+  for a, b in zip(default, whole):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, b) for a, b in zip(whole, small))
