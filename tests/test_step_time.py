@@ -67,6 +67,7 @@ def test_floors_read_and_write_like_a_dual_averaging_step():
                                rtol=1e-5)
 
 
+@pytest.mark.slow  # 20 to 40 s
 def test_a_variant_name_sets_its_block_bytes():
   """``name@N`` is the variant with blocks of N bytes: PG blocks of 64
   bytes stop block by block and take other steps than blocks of 1 MiB, the
