@@ -335,7 +335,8 @@ def fused_step(
   array is read and written once. The arguments and results are those of
   :func:`ramda_optax.cpu_kernel.group_step`, the C++ kernel of the same
   step; V, U, a and θ̂ (θ̂ − W: g) are written in the buffers of the ones
-  given (donate them to avoid copies).
+  given (donate them to avoid copies), θ̂ in a new one when the warm start
+  is W itself.
 
   Args:
     view: the leaf's (A, G, B) (:func:`leaf_view`).
@@ -373,9 +374,13 @@ def fused_step(
   out_shape = ((leaf, leaf) + ((leaf,) if restarts else ())
                + (leaf, jax.ShapeDtypeStruct((num_blocks,), jnp.int32)))
   # Inputs (scalars, g, W, V, U, a, z): V, U, a and θ̂ (in z's place, or
-  # g's for θ̂ − W) are updated in place.
-  aliases = {3: 0, 4: 1, **({5: 2} if restarts else {}),
-             (1 if delta else 6): 2 + restarts}
+  # g's for θ̂ − W) are updated in place; not θ̂ in z's place when z is W
+  # (PG's start), which the caller still reads: XLA would copy W first.
+  aliases = {3: 0, 4: 1, **({5: 2} if restarts else {})}
+  if delta:
+    aliases[1] = 2 + restarts
+  elif arrays[5] is not arrays[1]:
+    aliases[6] = 2 + restarts
   scalars = jnp.stack([jnp.asarray(x, dtype) for x in (
       *coefficients, jnp.asarray(restart, dtype))])
   out = pl.pallas_call(

@@ -3,6 +3,7 @@ run by Pallas' interpreter here, against the XLA solvers and the float64
 reference."""
 
 import math
+import re
 
 import jax
 import jax.numpy as jnp
@@ -266,3 +267,32 @@ def test_fused_step_lowers_to_triton_for_a_gpu(newton, root, restart, delta):
       disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(
           "__gpu$xla.gpu.triton")])((x,) * 6, jnp.ones(8), jnp.bool_(True))
   assert exported.mlir_module().count("custom_call @__gpu$xla.gpu.triton") == 1
+
+
+@pytest.mark.parametrize("start_is_params", [True, False])
+def test_fused_step_writes_the_solution_in_place_unless_it_starts_at_w(
+    start_is_params):
+  """θ̂ is written in the warm start's buffer (the previous θ̂), but not in
+  W's when PG starts at W: the caller still reads W, and XLA would copy it
+  first. V and U are written in place either way."""
+  shape = (3, 3, 6, 5)
+  penalty = _penalty(shape, (0, 1, 3))
+  view = group_kernels.leaf_view(penalty, shape)
+  x = jnp.ones(shape, jnp.float32)
+
+  def step(g, w, v, u, a, z):
+    return group_kernels.fused_step(
+        view, penalty, (g, w, v, u, a, w if start_is_params else z),
+        (1.0, 0.1, 1.0, 0.1, 1.0, 1.0, 1e-6, 0.1), False, root=3,
+        delta=False, block_bytes=128, max_iters=8, newton=False, rtol=1e-6,
+        interpret=False)
+
+  module = jax.export.export(
+      jax.jit(step), platforms=["cuda"],
+      disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(
+          "__gpu$xla.gpu.triton")])(*(x,) * 6).mlir_module()
+  aliases = set(re.findall(r"output_tuple_indices = \[(\d)\], "
+                           r"operand_index = (\d)", module))
+  expected = {("0", "3"), ("1", "4")} | (set() if start_is_params
+                                         else {("2", "6")})
+  assert aliases == expected
