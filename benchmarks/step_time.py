@@ -231,6 +231,20 @@ def time_variant(opt, init, grad_fn, regularized: np.ndarray, regime: str,
           "temp_bytes": getattr(memory, "temp_size_in_bytes", None)}
 
 
+def scanned_steps(opt) -> tuple[Callable, Callable]:
+  """``(step, replay)``: one step of ``opt`` on (params, state, grads),
+  update and apply_updates, and its ``lax.scan`` over stacked grads."""
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  def replay(params, state, grads):
+    return lax.scan(lambda c, g: (step(*c, g), None), (params, state), grads)[0]
+
+  return step, replay
+
+
 def device_loop(opt, init, grad_fn, regularized: np.ndarray,
                 steps: int) -> Callable[[int], dict]:
   """A timer of ``opt`` in the early regime with the host out of the loop,
@@ -240,14 +254,7 @@ def device_loop(opt, init, grad_fn, regularized: np.ndarray,
   accelerator this is the device's time per step, without per-call
   dispatch and without the gradients' cost, as in a training loop that
   does not wait for each step. The timer takes the number of starts."""
-
-  def step(params, state, grads):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
-
-  def replay(params, state, grads):
-    return lax.scan(lambda c, g: (step(*c, g), None), (params, state), grads)[0]
-
+  step, replay = scanned_steps(opt)
   fresh = lambda: jax.tree.map(jnp.copy, init)
   grads0 = grad_fn(init, 0)
   stacked = jax.tree.map(lambda g: jnp.zeros((steps, *g.shape), g.dtype), grads0)

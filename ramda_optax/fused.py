@@ -86,7 +86,7 @@ def _pallas_step(solver: Any, view, penalty,
   def step(arrays, coefficients, restart, *, root, delta):
     return group_kernels.fused_step(
         view, penalty, arrays, coefficients, restart, root=root, delta=delta,
-        block_bytes=solver.block_bytes or group_kernels.BLOCK_BYTES,
+        block_bytes=solver.block_bytes,
         max_iters=solver.max_iters,
         newton=isinstance(solver, solvers.ExactSolver),
         warm_start=getattr(solver, "warm_start", True),

@@ -40,8 +40,17 @@ from ramda_optax.subproblem import Subproblem
 # with more rows per group take the XLA path.
 MAX_ROWS = 32
 # Bytes of one array of a block when the solver names none (the fused
-# step's default on a GPU).
+# step's default on a GPU), at most.
 BLOCK_BYTES = 32 * 1024
+# With the default block size, a leaf of at least this many groups spreads
+# over at least this many programs (about two per multiprocessor of an
+# H100): one program of all 512 groups of the VGG19 benchmark's head (512
+# by 10) took 19 µs on an H100, a 3×3×512×512 conv leaf's 512 programs 50.
+MIN_PROGRAMS = 256
+# Entries of a block's array per thread of its program (which sets its
+# warps): 64 took a 3×3×512×512 conv leaf's step (one group a program) in
+# 39 µs on an H100, 16 (16 warps) in 50 µs.
+ENTRIES_PER_THREAD = 64
 
 View = tuple[int, int, int]
 
@@ -67,6 +76,16 @@ def groups_per_block(view: View, itemsize: int, block_bytes: int) -> int:
   per_group = rows * pl.next_power_of_2(cols) * itemsize
   fit = max(1, block_bytes // per_group)
   return min(1 << (fit.bit_length() - 1), pl.next_power_of_2(groups))
+
+
+def default_block_bytes(view: View, itemsize: int) -> int:
+  """The bytes of one array of a block where the solver names none:
+  ``BLOCK_BYTES``, or less, so that a leaf of at least ``MIN_PROGRAMS``
+  groups is spread over at least ``MIN_PROGRAMS`` programs (and at least
+  one group a program)."""
+  rows, groups, cols = view
+  per_group = rows * pl.next_power_of_2(cols) * itemsize
+  return min(BLOCK_BYTES, per_group * max(1, groups // MIN_PROGRAMS))
 
 
 def _block_rows(view: View, groups: int):
@@ -258,10 +277,10 @@ def _newton_body(weight: float, max_iters: int, warm_start: bool):
 
 
 def _compiler_params(view: View, groups: int) -> plt.CompilerParams:
-  # About 16 entries of each array per thread.
+  # About ENTRIES_PER_THREAD entries of each array per thread, 1 to 16 warps.
   entries = view[0] * groups * pl.next_power_of_2(view[2])
-  return plt.CompilerParams(
-      num_warps=min(16, max(4, pl.next_power_of_2(entries) // 512)))
+  return plt.CompilerParams(num_warps=min(16, max(
+      1, pl.next_power_of_2(entries) // (32 * ENTRIES_PER_THREAD))))
 
 
 def _solve(body, sub: Subproblem, z0: jax.Array, view: View,
@@ -316,7 +335,7 @@ def fused_step(
     *,
     root: int,
     delta: bool,
-    block_bytes: int,
+    block_bytes: int | None,
     max_iters: int,
     newton: bool,
     warm_start: bool = True,
@@ -347,7 +366,8 @@ def fused_step(
       a is not an output).
     root: 3 (cube root) or 2 (square root).
     delta: return θ̂ − W (else θ̂).
-    block_bytes: the most bytes of one array of a block.
+    block_bytes: the most bytes of one array of a block (None:
+      :func:`default_block_bytes`).
     max_iters: most iterations (Newton passes or PG steps) of a block.
     newton: Newton (exact) if True, else PG.
     warm_start: Newton starts at the warm start's group radii (PG always
@@ -368,6 +388,8 @@ def fused_step(
   else:
     body = _pg_body(penalty.weight, max_iters,
                     max(rtol, float(jnp.finfo(dtype).eps)))
+  if block_bytes is None:
+    block_bytes = default_block_bytes(view, dtype.itemsize)
   groups = groups_per_block(view, dtype.itemsize, block_bytes)
   num_blocks = pl.cdiv(view[1], groups)
   leaf = jax.ShapeDtypeStruct(view, dtype)

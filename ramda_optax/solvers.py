@@ -452,7 +452,8 @@ def exact_solver(
   ``backend="kernel"`` is that on a CPU and, on a GPU, the same whole step
   of each group-norm leaf grouped along one axis as a Pallas kernel
   (:func:`ramda_optax.group_kernels.fused_step`, blocks of ``block_bytes``,
-  default 32 KiB); ``backend="pallas"`` runs that kernel on every platform
+  default at most 32 KiB and at least 256 programs where a leaf has 256
+  groups); ``backend="pallas"`` runs that kernel on every platform
   (interpreted off GPUs) and, for statistics of another form, the solve
   alone.
 

@@ -75,6 +75,19 @@ def test_groups_per_block(view, block_bytes, expected):
   assert group_kernels.groups_per_block(view, 4, block_bytes) == expected
 
 
+@pytest.mark.parametrize("view,expected", [
+    ((9, 512, 512), 1),  # 18 KiB a group: one fits in 32 KiB
+    ((9, 64, 64), 1),  # 64 groups: one a program
+    ((1, 512, 10), 2),  # 512 groups: 256 programs of 2
+    ((1, 8192, 10), 32),  # 64 bytes a group: 32 KiB holds 512, 32 taken
+    ((1, 2**20, 1), 4096),  # 16 KiB of 4 bytes: 256 programs
+])
+def test_default_blocks_spread_a_leaf_over_the_programs(view, expected):
+  block_bytes = group_kernels.default_block_bytes(view, 4)
+  assert block_bytes <= group_kernels.BLOCK_BYTES
+  assert group_kernels.groups_per_block(view, 4, block_bytes) == expected
+
+
 @pytest.mark.parametrize("shape,axes,seed,dead,kind,block_bytes", [
     ((3, 3, 5, 4), (0, 1, 3), 0, False, "quantile", 600),  # 2 + 2 + 1 groups
     ((1, 6), (1,), 1, False, "quantile", 8),  # one group
