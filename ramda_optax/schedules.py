@@ -71,7 +71,8 @@ def stagewise_schedule(
   last = milestones[-1] if milestones else 0
 
   def momentum(count):
-    j = jnp.maximum(count - last + 1, 1)
+    # (In the default float dtype: float64 under x64, at an int32 count.)
+    j = jnp.asarray(jnp.maximum(count - last + 1, 1), float)
     ramp = jnp.minimum(c * jnp.sqrt(j), 1.0)
     return 1.0 - jnp.where(count >= last, ramp, c)
 

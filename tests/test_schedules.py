@@ -92,9 +92,20 @@ LEAVES = ("dense", "conv")  # the regularized leaves
 
 
 def _float(schedule):
-  # At the int32 step count the optimizers pass (optax's linear schedule and
-  # the momentum ramp then compute in float32, even with x64 enabled).
+  # At the int32 step count the optimizers pass (optax's linear schedule
+  # then computes in float32, even with x64 enabled).
   return lambda n: float(schedule(jnp.int32(n)))
+
+
+def test_momentum_ramp_computes_in_float64_under_x64(x64):
+  """1 − c until the last milestone, then 1 − min(c √j, 1) at the j-th step
+  of the last stage, in float64 at the optimizers' int32 step count."""
+  momentum = ro.stagewise_schedule(0.1, 0.3, (4,))["momentum"]
+  for n in range(16):
+    m = momentum(jnp.int32(n))
+    assert m.dtype == jnp.float64
+    expected = 1 - (min(0.3 * math.sqrt(n - 3), 1.0) if n >= 4 else 0.3)
+    assert float(m) == pytest.approx(expected, rel=1e-15, abs=1e-16)
 
 
 def _strength(start):
