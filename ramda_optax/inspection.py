@@ -133,7 +133,10 @@ def subproblem_zero_groups(
 
 
 def inner_iterations(opt_state: Any, params: optax.Params | None = None) -> Any:
-  """Subproblem solver iterations of the last step, one int per leaf.
+  """Subproblem solver iterations of the last step, one int per leaf: PG
+  iterations or Newton passes (of the block that took most, where a leaf
+  is solved by blocks), 1 for a closed-form prox, 0 for a leaf without a
+  penalty or where τ = 0.
 
   Args:
     opt_state: any nesting of optax states holding this package's states.

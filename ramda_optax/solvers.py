@@ -579,8 +579,9 @@ def solve_leaf(
     count: jax.Array,
     share: float | None = None,
 ) -> tuple[jax.Array, jax.Array]:
-  """θ̂ ≈ argmin Q on one leaf: a − v/P without a penalty, the closed form
-  under the diagonal metric for a separable one (ℓ1), else ``solver``.
+  """θ̂ ≈ argmin Q on one leaf: a − v/P without a penalty (0 iterations),
+  the closed form under the diagonal metric for a separable one (ℓ1; 1
+  iteration where τ > 0, as :class:`ProxSolver`'s), else ``solver``.
 
   Args:
     solver: the solver for non-separable penalties.
@@ -601,8 +602,9 @@ def solve_leaf(
                    jnp.asarray(sub.threshold).astype(dtype))
   if penalty is None:
     return unregularized_solution(sub), jnp.zeros((), jnp.int32)
-  if penalty.separable:
-    return blockwise_prox_solution(penalty, sub), jnp.zeros((), jnp.int32)
+  if penalty.separable:  # one closed-form evaluation, as ProxSolver's
+    return (blockwise_prox_solution(penalty, sub),
+            (sub.threshold > 0).astype(jnp.int32))
   if share is None:
     return solver.solve(penalty, sub, warm_start.astype(dtype), count)
   return solver.solve_block(penalty, sub, warm_start.astype(dtype), count,

@@ -54,10 +54,8 @@ tell whether that choice is right.  The shared choices:
   every group (a screened group contributes Q at 0) against Q at the warm
   start as given (its screened groups not zeroed).
 * Iteration counts: the iterations (or Newton passes) run, 0 when τ = 0 or
-  every group is screened.  Here a closed-form prox counts 1; the library
-  counts 1 for the scalar-metric prox of RMDA and ProxSGD but 0 for ℓ1,
-  whose closed form bypasses its solver, so the tests compare ℓ1 leaves'
-  values but pin the library's ℓ1 counts at 0.  ProxSSI's Newton passes are
+  every group is screened.  A closed-form prox counts 1 (the library's
+  too, ℓ1's included).  ProxSSI's Newton passes are
   not modelled (its counts are checked against its solution's zero groups).
 * The nuclear norm's matrix view: the leading axes flattened, the last kept.
 * ProxSGD's momentum: here the paper's weight m on the new gradient, the

@@ -255,7 +255,8 @@ def test_l1_closed_form_optimality(problem):
 
     theta, iters, (z, psi) = jax.device_get(solve(a, v, p, tau, z0, y, tau / p))
   assert penalties[0] is None and penalties[1].separable
-  assert jax.device_get(iters) == {"bias": 0, "w": 0}
+  # The closed form counts one iteration where τ > 0, none without ψ.
+  assert jax.device_get(iters) == {"bias": 0, "w": int(tau > 0)}
   # The unregularized leaf: a − v/P.
   np.testing.assert_allclose(theta["bias"], a[0] - v[0] / p[0], rtol=1e-12)
   # The ℓ1 leaf: zero iff |P a − v| <= τ, else v + P(θ − a) + τ sign θ = 0.
