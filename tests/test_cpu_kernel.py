@@ -2,6 +2,7 @@
 ProxSSI against the XLA path, the float64 reference and the subproblem's
 optimality conditions."""
 
+import re
 import shutil
 import warnings
 
@@ -168,6 +169,28 @@ def test_steps_lowered_for_a_gpu_take_the_pallas_kernel(gpu, monkeypatch):
       calls[platform] = (module.count(f"custom_call @{cpu_kernel.TARGET}("),
                          module.count(f"custom_call @{triton}("))
     assert calls == {"cpu": (2, 0), "cuda": (0, int(regularized and gpu))}
+
+
+@pytest.mark.parametrize("shape,programs,warps", [
+    ((512, 10), 256, 1),  # the VGG19 head: 256 programs of 2 groups
+    ((3, 3, 512, 512), 512, 4),  # one group of 9 × 512 a program
+])
+def test_default_step_lowered_for_a_gpu_takes_the_default_blocks(
+    shape, programs, warps, monkeypatch):
+  """Where the solver names no block size, the default step's kernel
+  spreads a leaf of many groups over at least 256 programs, with about 64
+  entries of each array per thread."""
+  monkeypatch.setattr(fused, "gpu_in_use", lambda: True)
+  params = {"w": jnp.ones(shape, jnp.float32)}
+  axes = (1,) if len(shape) == 2 else (0, 1, 3)
+  opt = ro.ramda(0.1, regularizer=ro.group_lasso(0.01, {"w": axes}))
+  module = jax.export.export(
+      jax.jit(opt.update), platforms=["cuda"],
+      disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(
+          "__gpu$xla.gpu.triton")])(
+              params, opt.init(params), params).mlir_module()
+  assert re.findall(r"grid_x = (\d+)", module) == [str(programs)]
+  assert re.findall(r"num_warps = (\d+)", module) == [str(warps)]
 
 
 def test_kernel_is_built():
