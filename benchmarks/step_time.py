@@ -281,8 +281,13 @@ def device_loop(opt, init, grad_fn, regularized: np.ndarray,
       times.append((time.perf_counter() - start) / steps)
     return {"time_s": float(np.mean(times)),
             "inner_iters_per_leaf": float(np.mean(iters)) if iters else None,
+            # The replay's scratch (on a GPU, with the copies of the
+            # gradients' slices that kernels take as operands), and one
+            # step's, as time_variant reports it.
             "temp_bytes": getattr(many.memory_analysis(), "temp_size_in_bytes",
-                                  None)}
+                                  None),
+            "step_temp_bytes": getattr(one.memory_analysis(),
+                                       "temp_size_in_bytes", None)}
 
   return timer
 
@@ -375,6 +380,8 @@ def main():
     its = r["inner_iters_per_leaf"]
     its = "" if its is None else f"   inner iters per leaf and step {its:5.1f}"
     temp = "" if r["temp_bytes"] is None else f"   scratch {r['temp_bytes'] / 2**20:7.1f} MiB"
+    if r.get("step_temp_bytes") is not None:
+      temp += f" (one step {r['step_temp_bytes'] / 2**20:.1f} MiB)"
     print(f"{name:16s} {1e3 * r['time_s']:9.3f} ms   "
           f"{r['time_s'] / adam['time_s']:6.2f}x adam ({1e3 * adam['time_s']:.3f} ms)"
           f"{temp}{its}", flush=True)

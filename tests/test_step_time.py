@@ -38,7 +38,8 @@ def test_pass_variants_hold_the_kernel_to_their_newton_passes():
 
 def test_device_loop_times_the_early_regime():
   """The device loop records and replays the early regime's steps: the
-  same inner iterations as the step-by-step timing of the same starts."""
+  same inner iterations, and one step the same scratch, as the step-by-step
+  timing of the same starts."""
   init, grad_fn = step_time.problem(SHAPES, GROUPS)
   regularized = step_time._regularized_leaves(GROUPS, init)
   opt = step_time.variants(GROUPS, 1e-4)["ramda_pg"]()
@@ -46,6 +47,7 @@ def test_device_loop_times_the_early_regime():
   looped = timer(2)
   stepped = _time("ramda_pg", "early")
   assert looped["inner_iters_per_leaf"] == stepped["inner_iters_per_leaf"] > 0
+  assert looped["step_temp_bytes"] == stepped["temp_bytes"]
   assert looped["time_s"] > 0
 
 
