@@ -96,14 +96,16 @@ def main():
   for spec in args.variants.split(","):
     name, _, entries = spec.partition(":")
     group_kernels.ENTRIES_PER_THREAD = int(entries) if entries else default
-    opt = step_time.make_variant(name, groups, args.strength)()
-    r = results[spec] = profile(opt, init, grads, args.steps)
+    try:
+      opt = step_time.make_variant(name, groups, args.strength)()
+      r = results[spec] = profile(opt, init, grads, args.steps)
+    finally:
+      group_kernels.ENTRIES_PER_THREAD = default
     print(f"{spec:28s} {r['wall_ms']:7.3f} ms per step, kernels "
           f"{r['kernel_ms']:.3f} ms in {r['launches']:.0f} launches",
           flush=True)
     for kernel, (n, t) in list(r["kernels"].items())[:args.top]:
       print(f"    {t:8.1f} µs  {n:5.1f}×  {kernel}", flush=True)
-  group_kernels.ENTRIES_PER_THREAD = default
   if args.json:
     with open(args.json, "w") as f:
       json.dump(results, f, indent=1)
