@@ -9,9 +9,12 @@ groups by block, for statistics of the :class:`ramda_optax.Moments` form
 (RAMDA's cube root, ProxGen's and ProxSSI's Adam moments) and the exact
 group-lasso solution: one pass reads g, the two statistics, the anchor and
 the warm start and writes the statistics, Newton's passes run on the block
-in cache, a last pass writes θ̂ (or θ̂ − W); blocks run on XLA's intra-op
-threads. RAMDA's averaging of W stays in XLA, where it fuses with
-``optax.apply_updates``.
+in cache, a last pass writes θ̂; blocks run on XLA's intra-op threads.
+RAMDA's averaging of W stays in XLA, where it fuses with
+``optax.apply_updates``. For ProxGen and ProxSSI, whose update θ̂ − W has
+no buffer in the state, the kernel returns each group's offset κ/r in
+place of θ̂ and skips the last pass; an XLA fusion forms θ̂ − W from the new
+statistics, and fuses with ``optax.apply_updates`` too.
 
 It is built on first use with the system's C++ compiler (``$CXX``, else
 ``c++``) against the XLA FFI headers that jaxlib ships, cached under
@@ -41,6 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ramda_optax import _numerics
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
 
@@ -193,7 +197,9 @@ def group_step(
       re-anchors a at W; False when the optimizer has no restarts (the
       anchor is then not an output).
     root: 3 (cube root) or 2 (square root).
-    delta: return θ̂ − W in a new buffer (else θ̂, in the warm start's).
+    delta: return θ̂ − W, formed by XLA from the new statistics and the
+      groups' offsets that the kernel returns (else θ̂, which the kernel
+      writes in the warm start's buffer).
     max_iters: most Newton passes per group.
     warm_start: start Newton at the warm start's group radii.
     block_bytes: bytes of one array of a block (None: ``BLOCK_BYTES``).
@@ -206,6 +212,7 @@ def group_step(
   g, w, v, u, anchor, start = arrays
   if penalty is None:
     coefficients = (*coefficients[:-1], 0.0)
+  coefficients = jnp.stack([jnp.asarray(x, jnp.float32) for x in coefficients])
   rows, groups, cols = view
   per_group = rows * cols * 4
   block = max(1, (block_bytes or BLOCK_BYTES) // per_group)
@@ -214,22 +221,56 @@ def group_step(
   if restarts and delta:
     raise ValueError("cpu_kernel.group_step: restarts need delta=False.")
   aliases = {2: 0, 3: 1, **({4: 2} if restarts else {}),
-             **({0: 3} if delta else {5: 3})}
+             **({} if delta else {5: 3})}
   call = jax.ffi.ffi_call(
       TARGET,
       (leaf, leaf, leaf if restarts else jax.ShapeDtypeStruct((0,), jnp.float32),
-       leaf, jax.ShapeDtypeStruct((), jnp.int32)),
+       jax.ShapeDtypeStruct((groups,), jnp.float32) if delta else leaf,
+       jax.ShapeDtypeStruct((), jnp.int32)),
       input_output_aliases=aliases,
       vmap_method="sequential",
   )
   v, u, new_anchor, theta, passes = call(
       g, w if restarts or delta else anchor, v, u, anchor, start,
-      jnp.stack([jnp.asarray(x, jnp.float32) for x in coefficients]),
-      jnp.asarray(restart, jnp.bool_),
+      coefficients, jnp.asarray(restart, jnp.bool_),
       rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
       block=np.int64(block), max_iters=np.int64(max_iters),
       group_weight=np.float32(1.0 if penalty is None else penalty.weight),
       warm_start=bool(warm_start),
-      root=np.int64(root), delta=bool(delta))
+      root=np.int64(root), offsets=bool(delta))
+  if delta:
+    theta = _difference(coefficients, root, w, anchor, v, u,
+                        None if penalty is None else _along_groups(
+                            theta, view, w.shape))
   return v, u, new_anchor if restarts else None, theta, passes
 
+
+def _along_groups(x: jax.Array, view: View,
+                  shape: tuple[int, ...]) -> jax.Array:
+  """One value per group, shaped to broadcast along the leaf's group axis
+  (in the leaf's own shape, a fusion of it stays elementwise in the leaf's
+  arrays, and XLA writes its result in place)."""
+  rows, groups, _ = view
+  axis = next(d for d in range(len(shape))
+              if math.prod(shape[:d]) == rows and shape[d] == groups)
+  return x.reshape([groups if d == axis else 1 for d in range(len(shape))])
+
+
+def _difference(coefficients: jax.Array, root: int, w: jax.Array,
+                anchor: jax.Array, v: jax.Array, u: jax.Array,
+                offsets: jax.Array | None) -> jax.Array:
+  """θ̂ − W from the kernel's statistics and its groups' offsets q = κ/r:
+  θ̂ = b/(P + q) (0 where q = ∞, a where P + q = 0), b = P a − ℓV,
+  P = root(c U) + ε; for a leaf without a penalty (``offsets`` None),
+  θ̂ = a − ℓV/P (a where P = 0).
+
+  An XLA fusion rather than an output of the kernel, so that it fuses with
+  ``optax.apply_updates`` and the update takes no buffer of its own."""
+  scale, linear, damping = coefficients[4], coefficients[5], coefficients[6]
+  p = (_numerics.cbrt if root == 3 else jnp.sqrt)(scale * u) + damping
+  if offsets is None:
+    return anchor - _numerics.safe_divide(linear * v, p) - w
+  d = p + offsets
+  theta = jnp.where(d > 0, (p * anchor - linear * v) / d, anchor)
+  # A screened group (q = ∞) is 0, NaN statistics included.
+  return jnp.where(offsets < jnp.inf, theta, 0) - w

@@ -2,6 +2,7 @@
 ProxSSI against the XLA path, the float64 reference and the subproblem's
 optimality conditions."""
 
+import math
 import re
 import shutil
 import warnings
@@ -293,6 +294,30 @@ def test_kernel_is_the_default_of_ramda_proxgen_and_prox_ssi():
   xla = ro.proxgen(0.1, regularizer=reg, solver=ro.exact_solver())
   hlo = jax.jit(xla.update).lower(params, xla.init(params), params).as_text()
   assert cpu_kernel.TARGET not in hlo
+
+
+@pytest.mark.parametrize("method", ["ramda", "proxgen", "prox_ssi"])
+def test_step_takes_no_leaf_sized_scratch(method):
+  """A jitted step (update and apply_updates, params and state donated)
+  writes every array in its own buffer: XLA's scratch holds less than one
+  leaf. ProxGen's and ProxSSI's update is an XLA fusion of the kernel's
+  statistics and group offsets, which writes W_new in W's buffer; as an
+  output of the kernel it needed a buffer of every leaf's size."""
+  shapes = {"conv": (3, 3, 64, 32), "head": (256, 10), "bias": (32,)}
+  groups = {"conv": (0, 1, 3), "head": (1,), "bias": None}
+  params = {k: jnp.ones(s, jnp.float32) for k, s in shapes.items()}
+  opt = {"ramda": ro.ramda, **PROXIMAL}[method](
+      0.1, regularizer=ro.group_lasso(0.01, groups))
+
+  def step(params, state, grads):
+    updates, state = opt.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
+      params, opt.init(params), params).compile()
+  assert cpu_kernel.TARGET in compiled.as_text()
+  smallest_leaf = min(math.prod(s) for s in shapes.values() if len(s) > 1) * 4
+  assert compiled.memory_analysis().temp_size_in_bytes < smallest_leaf
 
 
 def test_kernel_follows_the_float64_reference():

@@ -15,8 +15,9 @@
 // b = P a − v and P in a scratch block; Newton's method then finds each
 // group's radius r, the root of f(r) = Σ b²/(P r + κ)² − 1 (κ = τ √|g|), on
 // the scratch block in cache, and a last pass writes θ̂ = b r/(P r + κ)
-// (0 for a group with ‖b‖ ≤ κ; a − v/P when τ = 0), or θ̂ − W. Blocks run
-// on XLA's intra-op threads.
+// (0 for a group with ‖b‖ ≤ κ; a − v/P when τ = 0) or, with `offsets`,
+// skips that pass and writes each group's κ/r (θ̂ = b/(P + κ/r), formed by
+// the caller). Blocks run on XLA's intra-op threads.
 //
 // References: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1;
 // Yun, Lozano & Yang, NeurIPS 2021 (ProxGen). The arithmetic follows
@@ -92,9 +93,10 @@ struct Step {
 // Runs groups [g0, g1); `b` and `p` hold (g1 − g0)·A·B floats, `sums` 4 per
 // group. Returns the Newton passes of the group that took most. (A restart
 // is a template argument: a select between loads in the loop would keep it
-// from vectorising, at 2.4x the step's time.) With `difference` it writes θ̂ − W
-// in θ̂'s place.
-template <int root, bool restart, bool difference>
+// from vectorising, at 2.4x the step's time.) With `offsets` it writes each
+// group's offset q = κ/r in θ̂'s place, θ̂_g being b/(P + q), and skips the
+// last pass.
+template <int root, bool restart, bool offsets>
 int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
                  float* sums) {
   const int64_t n = g1 - g0, per = st.rows * st.cols, cols = st.cols;
@@ -172,25 +174,29 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
     radius[k] = r;
     most = std::max(most, passes);
   }
+  if constexpr (offsets) {
+    // θ̂_g = b/(P + κ/r): the group's offset κ/r (∞ where r = 0).
+    for (int64_t k = 0; k < n; ++k) {
+      st.theta_out[g0 + k] = radius[k] > 0
+                                 ? kappa / radius[k]
+                                 : std::numeric_limits<float>::infinity();
+    }
+    return most;
+  }
   for (int64_t row = 0; row < st.rows; ++row) {
     for (int64_t k = 0; k < n; ++k) {
       const int64_t at = (row * st.groups + g0 + k) * cols;
       const float* bk = b + k * per + row * cols;
       const float* pk = p + k * per + row * cols;
       float* theta = st.theta_out + at;
-      const float* w = st.params + at;
       const float r = radius[k];
       if (r > 0) {
 #pragma omp simd
         for (int64_t j = 0; j < cols; ++j) {
-          const float t = bk[j] * r / (pk[j] * r + kappa);
-          theta[j] = difference ? t - w[j] : t;
+          theta[j] = bk[j] * r / (pk[j] * r + kappa);
         }
       } else {
-#pragma omp simd
-        for (int64_t j = 0; j < cols; ++j) {
-          theta[j] = difference ? -w[j] : 0.0f;
-        }
+        std::fill(theta, theta + cols, 0.0f);
       }
     }
   }
@@ -198,8 +204,9 @@ int64_t RunBlock(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
 }
 
 // Without a threshold (τ = 0, or a leaf without a penalty) the solution is
-// θ̂ = a − v/P (a where P = 0), written in the statistics' pass.
-template <int root, bool restart, bool difference>
+// θ̂ = a − v/P (a where P = 0), written in the statistics' pass; with
+// `offsets`, the groups' offsets are 0 (θ̂ = b/P).
+template <int root, bool restart, bool offsets>
 void RunClosedForm(const Step& st, int64_t g0, int64_t g1) {
   const Coefficients& c = st.k;
   const int64_t cols = st.cols;
@@ -210,7 +217,6 @@ void RunClosedForm(const Step& st, int64_t g0, int64_t g1) {
       const float* v_in = st.v_in + at;
       const float* u_in = st.u_in + at;
       const float* a = (restart ? st.params : st.anchor_in) + at;
-      const float* w = st.params + at;
       float* v_out = st.v_out + at;
       float* u_out = st.u_out + at;
       float* theta = st.theta_out + at;
@@ -220,20 +226,24 @@ void RunClosedForm(const Step& st, int64_t g0, int64_t g1) {
         Entry<root, restart>(c, g[j], v_in[j], u_in[j], v, u, pj);
         v_out[j] = v;
         u_out[j] = u;
-        const float t = a[j] - (pj > 0 ? c.linear * v / pj : 0.0f);
-        theta[j] = difference ? t - w[j] : t;
+        if constexpr (!offsets) {
+          theta[j] = a[j] - (pj > 0 ? c.linear * v / pj : 0.0f);
+        }
       }
       if (restart && st.anchor_out != nullptr) {
         std::memcpy(st.anchor_out + at, a, cols * sizeof(float));
       }
     }
   }
+  if constexpr (offsets) {
+    std::fill(st.theta_out + g0, st.theta_out + g1, 0.0f);
+  }
 }
 
 struct Work {
   Step step;
   int64_t root;
-  bool delta;
+  bool offsets;
   int64_t num_blocks;
   std::atomic<int64_t> next{0};
   std::atomic<int64_t> done{0};
@@ -244,13 +254,13 @@ struct Work {
 
 // RunBlock, or RunClosedForm without a threshold; returns the Newton
 // passes.
-template <int root, bool restart, bool difference>
+template <int root, bool restart, bool offsets>
 int64_t Solve(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
               float* sums) {
   if (st.k.threshold > 0) {
-    return RunBlock<root, restart, difference>(st, g0, g1, b, p, sums);
+    return RunBlock<root, restart, offsets>(st, g0, g1, b, p, sums);
   }
-  RunClosedForm<root, restart, difference>(st, g0, g1);
+  RunClosedForm<root, restart, offsets>(st, g0, g1);
   return 0;
 }
 
@@ -260,11 +270,11 @@ int64_t Dispatch(const Work& work, int64_t g0, int64_t g1, float* b, float* p,
   const Step& st = work.step;
   if (work.root == 3) {
     if (st.restart) return Solve<3, true, false>(st, g0, g1, b, p, sums);
-    return work.delta ? Solve<3, false, true>(st, g0, g1, b, p, sums)
+    return work.offsets ? Solve<3, false, true>(st, g0, g1, b, p, sums)
                       : Solve<3, false, false>(st, g0, g1, b, p, sums);
   }
   if (st.restart) return Solve<2, true, false>(st, g0, g1, b, p, sums);
-  return work.delta ? Solve<2, false, true>(st, g0, g1, b, p, sums)
+  return work.offsets ? Solve<2, false, true>(st, g0, g1, b, p, sums)
                     : Solve<2, false, false>(st, g0, g1, b, p, sums);
 }
 
@@ -300,16 +310,16 @@ ffi::Error GroupStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
                      ffi::ResultBuffer<ffi::S32> passes, int64_t rows,
                      int64_t groups, int64_t cols, int64_t block,
                      int64_t max_iters, float group_weight, bool warm_start,
-                     int64_t root, bool delta) {
+                     int64_t root, bool offsets) {
   if (rows < 1 || groups < 1 || cols < 1 || block < 1 ||
       grad.element_count() != static_cast<size_t>(rows * groups * cols) ||
       scalars.element_count() != 8 || (root != 2 && root != 3) ||
-      (delta && *restart.typed_data())) {
+      (offsets && *restart.typed_data())) {
     return ffi::Error::InvalidArgument("ramda_group_step: bad arguments");
   }
   auto work = std::make_shared<Work>();
   work->root = root;
-  work->delta = delta;
+  work->offsets = offsets;
   Step& st = work->step;
   const float* sc = scalars.typed_data();
   st = Step{rows, groups, cols, std::min(block, groups),
@@ -368,4 +378,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaGroupStep, GroupStep,
                                   .Attr<float>("group_weight")
                                   .Attr<bool>("warm_start")
                                   .Attr<int64_t>("root")
-                                  .Attr<bool>("delta"));
+                                  .Attr<bool>("offsets"));
