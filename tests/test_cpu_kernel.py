@@ -372,6 +372,30 @@ def test_zero_gradients_and_no_damping_give_no_nan():
         state.solution["w"][:, 3:], 0.0 if strength > 0 else 1.0)
 
 
+@pytest.mark.parametrize("strength", [0.0, 0.05, 100.0])
+def test_proxgen_update_without_curvature_matches_the_xla_path(strength):
+  """ProxGen's update formed from the kernel's offsets where P = 0 (ε = 0,
+  gradients always 0 on half the groups): W stays without a threshold
+  (offset 0, P + q = 0), goes to 0 in a screened group (offset ∞), and
+  equals the XLA path's everywhere, finite."""
+  params = {"w": jnp.linspace(0.5, 1.5, 36, dtype=jnp.float32
+                              ).reshape(2, 6, 3)}
+  mask = jnp.zeros((2, 6, 3)).at[:, :3].set(1.0)
+  out = []
+  for backend in ("cpu", "xla"):
+    opt = ro.proxgen(0.1, eps=0.0, regularizer=ro.group_lasso(
+        strength, {"w": (0, 2)}), solver=ro.exact_solver(backend=backend))
+    state, p = opt.init(params), params
+    for _ in range(3):
+      updates, state = jax.jit(opt.update)({"w": mask * p["w"]}, state, p)
+      p = optax.apply_updates(p, updates)
+    out.append(p["w"])
+  assert bool(jnp.all(jnp.isfinite(out[0])))
+  np.testing.assert_allclose(out[0], out[1], rtol=2e-5, atol=2e-6)
+  np.testing.assert_array_equal(
+      out[0][:, 3:], 0.0 if strength > 0 else params["w"][:, 3:])
+
+
 def test_other_leaves_take_the_xla_path():
   """bfloat16 leaves, ℓ1 and groups over several free axes are not the
   kernel's: the backend="cpu" step equals XLA's there."""
@@ -395,9 +419,10 @@ def test_other_leaves_take_the_xla_path():
     np.testing.assert_array_equal(a, b)
 
 
-def test_vmapped_update_matches_the_xla_path():
+@pytest.mark.parametrize("method", ["ramda", "proxgen"])
+def test_vmapped_update_matches_the_xla_path(method):
   """Under ``jax.vmap`` (a stack of models) the kernel runs model by model
-  and gives XLA's results."""
+  and gives XLA's results (ProxGen's update formed from its offsets)."""
   init, grad_fn = _problem(seed=7)
   stack = {k: jnp.stack([jnp.asarray(v, jnp.float32), 0.5 * jnp.asarray(
       v, jnp.float32)]) for k, v in init.items()}
@@ -405,8 +430,9 @@ def test_vmapped_update_matches_the_xla_path():
            for k, g in grad_fn(init, 0).items()}
   out = []
   for backend in ("cpu", "xla"):
-    opt = ro.ramda(0.3, regularizer=ro.group_lasso(0.3, GROUPS),
-                   solver=ro.exact_solver(backend=backend))
+    opt = {"ramda": ro.ramda, "proxgen": ro.proxgen}[method](
+        0.3, regularizer=ro.group_lasso(0.3, GROUPS),
+        solver=ro.exact_solver(backend=backend))
     state = jax.vmap(opt.init)(stack)
     out.append(jax.jit(jax.vmap(opt.update))(grads, state, stack))
   for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):
