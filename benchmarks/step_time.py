@@ -18,6 +18,9 @@ that run; the inner iterations are reported per regularized leaf and step.
 ``--device-loop`` times the early regime without the host: each start's
 steps are recorded, then replayed as one compiled scan (on an accelerator,
 the device's time without each call's dispatch).
+``--training-step`` times the whole training step of the CNN demo
+instead (forward, backward, update), each variant's steps in turn with
+Adam's, and gives the median of their step-by-step ratios.
 
     python -m benchmarks.step_time --model vgg19 --variants ramda,ramda_pg
 """
@@ -26,7 +29,8 @@ import argparse
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -292,25 +296,46 @@ def device_loop(opt, init, grad_fn, regularized: np.ndarray,
   return timer
 
 
-def time_training_step(variant: str, warmup: int, steps: int) -> float:
-  """Median time of one jitted training step (forward, backward, update) of
-  the CNN of benchmarks.mnist_cnn on batches of 128 bundled MNIST images."""
+def interleaved(steps: Sequence[Callable[[int], Any]], warmup: int,
+                count: int, clock: Callable[[], float] = time.perf_counter
+                ) -> tuple[list[float], list[float]]:
+  """Times ``steps`` in turn, round by round (the order reversed every other
+  round), so that the machine's drift reaches all of them alike.
+
+  Each ``step(n)`` runs round n's step and waits for it. Returns each
+  step's median time over the ``count`` rounds after ``warmup``, and the
+  median over those rounds of its time divided by the first step's."""
+  times = [[] for _ in steps]
+  for n in range(warmup + count):
+    order = range(len(steps)) if n % 2 == 0 else reversed(range(len(steps)))
+    for i in order:
+      start = clock()
+      steps[i](n)
+      if n >= warmup:
+        times[i].append(clock() - start)
+  base = np.asarray(times[0])
+  return ([float(np.median(t)) for t in times],
+          [float(np.median(np.asarray(t) / base)) for t in times])
+
+
+def training_step(variant: str) -> Callable[[int], Any]:
+  """Step n of the CNN of benchmarks.mnist_cnn trained with ``variant``
+  (forward, backward, update; jitted, params and state donated) on batch n
+  of 128 bundled MNIST images, waited for."""
   train, _ = ro.datasets.load_mnist10k()
   model = CNN()
   params = model.init(jax.random.key(0), train.images[:1])["params"]
-  groups = ro.groups.structured(params)
-  opt = make_variant(variant, groups, 1e-4)()
-  state = opt.init(jax.tree.map(jnp.copy, params))
+  opt = make_variant(variant, ro.groups.structured(params), 1e-4)()
   step = make_step(model, opt)
-  times = []
-  for n in range(warmup + steps):
+  carry = [params, opt.init(jax.tree.map(jnp.copy, params))]
+
+  def run(n):
     batch = slice(128 * n % 7936, 128 * n % 7936 + 128)
-    start = time.perf_counter()
-    params, state, loss = jax.block_until_ready(
-        step(params, state, train.images[batch], train.labels[batch]))
-    if n >= warmup:
-      times.append(time.perf_counter() - start)
-  return float(np.median(times))
+    params, state, _ = jax.block_until_ready(
+        step(*carry, train.images[batch], train.labels[batch]))
+    carry[:] = params, state
+
+  return run
 
 
 def main():
@@ -344,12 +369,14 @@ def main():
                       help="time the mnist_cnn CNN's whole training step instead")
   args = parser.parse_args()
   if args.training_step:
-    print("CNN training step (forward + backward + update), batch 128:")
+    print("CNN training step (forward + backward + update), batch 128, "
+          "each variant's steps taken in turn with Adam's:")
     for name in args.variants.split(","):
       if name != "adam":
-        base = time_training_step("adam", args.warmup, args.steps)
-        t = time_training_step(name, args.warmup, args.steps)
-        print(f"{name:12s} {1e3 * t:9.2f} ms   {t / base:6.2f}x adam "
+        (base, t), (_, ratio) = interleaved(
+            [training_step("adam"), training_step(name)], args.warmup,
+            args.steps)
+        print(f"{name:12s} {1e3 * t:9.2f} ms   {ratio:6.2f}x adam "
               f"({1e3 * base:.2f} ms)", flush=True)
     return
   shapes, groups = MODELS[args.model]()
