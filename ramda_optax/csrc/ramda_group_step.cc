@@ -219,7 +219,8 @@ void RunClosedForm(const Step& st, int64_t g0, int64_t g1) {
       const float* a = (restart ? st.params : st.anchor_in) + at;
       float* v_out = st.v_out + at;
       float* u_out = st.u_out + at;
-      float* theta = st.theta_out + at;
+      // With `offsets` θ̂'s buffer holds one float per group.
+      float* theta = offsets ? nullptr : st.theta_out + at;
 #pragma omp simd
       for (int64_t j = 0; j < cols; ++j) {
         float v, u, pj;
