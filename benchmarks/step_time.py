@@ -13,11 +13,12 @@ step is compiled beforehand on a copy), and the mean step time is reported.
 ``late`` times ``--steps`` steps after ``--warmup`` steps and reports their
 median. Each step is update and apply_updates, params and state donated
 (``--no-donate``: not).
-Every variant is timed right after an optax.adam run, and its ratio is to
-that run; the inner iterations are reported per regularized leaf and step.
-``--device-loop`` times the early regime without the host: each start's
-steps are recorded, then replayed as one compiled scan (on an accelerator,
-the device's time without each call's dispatch).
+Every variant is timed beside an optax.adam run, their steps taken in turn
+(each on its own params and state), and its ratio is to that run; the inner
+iterations are reported per regularized leaf and step. ``--device-loop``
+times the early regime without the host: each start's steps are recorded,
+then replayed as one compiled scan (on an accelerator, the device's time
+without each call's dispatch), each variant right after an Adam run.
 ``--training-step`` times the whole training step of the CNN demo
 instead (forward, backward, update), each variant's steps in turn with
 Adam's, and gives the median of their step-by-step ratios.
@@ -198,41 +199,53 @@ def _regularized_leaves(groups: dict, params) -> np.ndarray:
                    for p in ro.group_lasso(1.0, groups).layout(params)])
 
 
-def time_variant(opt, init, grad_fn, regularized: np.ndarray, regime: str,
-                 warmup: int, steps: int, starts: int,
-                 donate: bool = True) -> dict:
-  """Times ``opt`` in ``regime`` (see the module docstring), params and
-  state donated to the step unless ``donate`` is False."""
+def time_variants(opts: Sequence[optax.GradientTransformation], init,
+                  grad_fn, regularized: np.ndarray, regime: str, warmup: int,
+                  steps: int, starts: int, donate: bool = True) -> list[dict]:
+  """Times each of ``opts`` in ``regime`` (see the module docstring), params
+  and state donated to the step unless ``donate`` is False. Their steps are
+  taken in turn, each on its own params and state (the order reversed
+  every other step), so that the machine's drift reaches all of them
+  alike."""
 
-  def step(params, state, grads):
-    updates, state = opt.update(grads, state, params)
-    return optax.apply_updates(params, updates), state
+  def compile_step(opt):
+    def step(params, state, grads):
+      updates, state = opt.update(grads, state, params)
+      return optax.apply_updates(params, updates), state
 
-  step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
-  fresh = lambda: jax.tree.map(jnp.copy, init)
+    step = jax.jit(step, donate_argnums=(0, 1) if donate else ())
+    return step.lower(fresh(), opt.init(fresh()), grad_fn(init, 0)).compile()
+
   # A copy: optax.contrib.madgrad keeps params themselves as x0, which
   # could not be donated together with them.
-  compiled = step.lower(fresh(), opt.init(fresh()), grad_fn(init, 0)).compile()
-  memory = compiled.memory_analysis()
-  times, iters = [], []
+  fresh = lambda: jax.tree.map(jnp.copy, init)
+  compiled = [compile_step(opt) for opt in opts]
+  times = [[] for _ in opts]
+  iters = [[] for _ in opts]
   runs = [(0, steps)] * starts if regime == "early" else [(warmup, steps)]
   for skip, count in runs:
-    params = fresh()
-    state = opt.init(fresh())
+    carry = [(fresh(), opt.init(fresh())) for opt in opts]
     for n in range(skip + count):
-      grads = jax.block_until_ready(grad_fn(params, n))
-      start = time.perf_counter()
-      params, state = jax.block_until_ready(compiled(params, state, grads))
-      if n >= skip:
-        times.append(time.perf_counter() - start)
-        if isinstance(state, (ro.RamdaState, ro.ProximalState)):
-          iters.append(np.asarray(state.inner_iters)[regularized].mean())
+      for i in (range(len(opts)) if n % 2 == 0
+                else reversed(range(len(opts)))):
+        params, state = carry[i]
+        grads = jax.block_until_ready(grad_fn(params, n))
+        start = time.perf_counter()
+        params, state = jax.block_until_ready(
+            compiled[i](params, state, grads))
+        if n >= skip:
+          times[i].append(time.perf_counter() - start)
+          if isinstance(state, (ro.RamdaState, ro.ProximalState)):
+            iters[i].append(np.asarray(state.inner_iters)[regularized].mean())
+        carry[i] = params, state
   summary = np.mean if regime == "early" else np.median
-  return {"time_s": float(summary(times)),
-          "inner_iters_per_leaf": float(np.mean(iters)) if iters else None,
-          # XLA's buffer assignment: scratch memory of one step, beyond its
-          # (donated) arguments and outputs.
-          "temp_bytes": getattr(memory, "temp_size_in_bytes", None)}
+  return [{"time_s": float(summary(t)),
+           "inner_iters_per_leaf": float(np.mean(it)) if it else None,
+           # XLA's buffer assignment: scratch memory of one step, beyond
+           # its (donated) arguments and outputs.
+           "temp_bytes": getattr(c.memory_analysis(), "temp_size_in_bytes",
+                                 None)}
+          for t, it, c in zip(times, iters, compiled)]
 
 
 def scanned_steps(opt) -> tuple[Callable, Callable]:
@@ -287,7 +300,7 @@ def device_loop(opt, init, grad_fn, regularized: np.ndarray,
             "inner_iters_per_leaf": float(np.mean(iters)) if iters else None,
             # The replay's scratch (on a GPU, with the copies of the
             # gradients' slices that kernels take as operands), and one
-            # step's, as time_variant reports it.
+            # step's, as time_variants reports it.
             "temp_bytes": getattr(many.memory_analysis(), "temp_size_in_bytes",
                                   None),
             "step_temp_bytes": getattr(one.memory_analysis(),
@@ -393,15 +406,15 @@ def main():
   if args.device_loop:
     adam_timer = device_loop(make("adam"), init, grad_fn, regularized,
                              args.steps)
-    timed = lambda name: adam_timer(args.starts) if name == "adam" else device_loop(
-        make(name), init, grad_fn, regularized, args.steps)(args.starts)
+    timed = lambda name: (adam_timer(args.starts), device_loop(
+        make(name), init, grad_fn, regularized, args.steps)(args.starts))
   else:
-    timed = lambda name: time_variant(
-        make(name), init, grad_fn, regularized, args.regime, args.warmup,
-        args.steps, args.starts, donate=not args.no_donate)
+    timed = lambda name: time_variants(
+        [make("adam"), make(name)], init, grad_fn, regularized, args.regime,
+        args.warmup, args.steps, args.starts, donate=not args.no_donate)
   results = {}
   for name in names:
-    adam, r = timed("adam"), timed(name)
+    adam, r = timed(name)
     r["adam_time_s"] = adam["time_s"]
     results[name] = r
     its = r["inner_iters_per_leaf"]

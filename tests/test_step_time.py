@@ -16,8 +16,8 @@ def _time(name, regime):
   init, grad_fn = step_time.problem(SHAPES, GROUPS)
   regularized = step_time._regularized_leaves(GROUPS, init)
   opt = step_time.variants(GROUPS, 1e-4)[name]()
-  return step_time.time_variant(opt, init, grad_fn, regularized, regime,
-                                warmup=10, steps=3, starts=2)
+  return step_time.time_variants([opt], init, grad_fn, regularized, regime,
+                                 warmup=10, steps=3, starts=2)[0]
 
 
 def test_early_regime_iterates_more_than_late():
@@ -34,6 +34,20 @@ def test_pass_variants_hold_the_kernel_to_their_newton_passes():
   one = _time("ramda_passes1", "early")["inner_iters_per_leaf"]
   eight = _time("ramda_passes8", "early")["inner_iters_per_leaf"]
   assert one == 1 and 1 < eight <= 8
+
+
+def test_variants_timed_in_turn_keep_their_own_steps():
+  """Timed in turn, each optimizer steps its own params and state: RAMDA
+  beside Adam iterates as RAMDA timed alone, and Adam reports none."""
+  init, grad_fn = step_time.problem(SHAPES, GROUPS)
+  regularized = step_time._regularized_leaves(GROUPS, init)
+  opts = step_time.variants(GROUPS, 1e-4)
+  results = step_time.time_variants(
+      [opts["ramda_pg"](), opts["adam"](), opts["ramda_pg"]()], init,
+      grad_fn, regularized, "early", warmup=10, steps=3, starts=2)
+  alone = _time("ramda_pg", "early")["inner_iters_per_leaf"]
+  assert [r["inner_iters_per_leaf"] for r in results] == [alone, None, alone]
+  assert alone > 0 and all(r["time_s"] > 0 for r in results)
 
 
 def test_device_loop_times_the_early_regime():
