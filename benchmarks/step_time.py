@@ -86,22 +86,24 @@ def variants(groups: dict, strength: float,
       # The default's XLA path (whole leaves), where no kernel is used.
       "ramda_xla": lambda: ro.ramda(
           1e-2, regularizer=reg,
-          solver=ro.exact_solver(fallback=ro.pg_solver())),
+          solver=ro.exact_solver(backend="xla", fallback=ro.pg_solver())),
       "ramda_pg": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.pg_solver()),
       "ramda_pg1": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.pg_solver(1)),
       "ramda_pg10": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.pg_solver(10, rtol=0.0)),
-      "ramda_exact": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.exact_solver()),
+      # The exact solver on the XLA path, the reference.
+      "ramda_exact": lambda: ro.ramda(
+          1e-2, regularizer=reg, solver=ro.exact_solver(backend="xla")),
       "rmda": lambda: ro.rmda(1e-1, regularizer=reg),
       "proxgen": lambda: ro.proxgen(1e-3, regularizer=reg),  # default solver
       "proxgen_xla": lambda: ro.proxgen(
           1e-3, regularizer=reg,
-          solver=ro.exact_solver(fallback=ro.pg_solver())),
+          solver=ro.exact_solver(backend="xla", fallback=ro.pg_solver())),
       "proxgen_pg": lambda: ro.proxgen(
           1e-3, regularizer=reg, solver=ro.pg_solver()),
       "prox_ssi": lambda: ro.prox_ssi(1e-3, regularizer=reg),
       "prox_ssi_xla": lambda: ro.prox_ssi(
-          1e-3, regularizer=reg, solver=ro.exact_solver()),
+          1e-3, regularizer=reg, solver=ro.exact_solver(backend="xla")),
       "prox_sgd": lambda: ro.prox_sgd(1e-1, regularizer=reg),
       "ramda_pg_blocks": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.pg_solver(block_bytes=block_bytes)),
@@ -116,9 +118,11 @@ def variants(groups: dict, strength: float,
           1e-2, regularizer=reg,
           solver=ro.exact_solver(backend="cpu", max_iters=8, warm_start=False)),
       "ramda_exact_cold": lambda: ro.ramda(
-          1e-2, regularizer=reg, solver=ro.exact_solver(warm_start=False)),
+          1e-2, regularizer=reg,
+          solver=ro.exact_solver(backend="xla", warm_start=False)),
       "ramda_exact_blocks": lambda: ro.ramda(
-          1e-2, regularizer=reg, solver=ro.exact_solver(block_bytes=block_bytes)),
+          1e-2, regularizer=reg,
+          solver=ro.exact_solver(backend="xla", block_bytes=block_bytes)),
       "ramda_pallas": lambda: ro.ramda(
           1e-2, regularizer=reg,
           solver=ro.pg_solver(block_bytes=kernel_block_bytes, backend="pallas")),

@@ -316,7 +316,7 @@ class ExactSolver(NamedTuple):
   max_iters: int
   warm_start: bool = True
   block_bytes: int | None = None
-  backend: str = "xla"
+  backend: str = "kernel"
   fallback: Any = None
   start = "solution"
 
@@ -425,7 +425,7 @@ def exact_solver(
     max_iters: int = 50,
     warm_start: bool = True,
     block_bytes: int | None = None,
-    backend: str = "xla",
+    backend: str = "kernel",
     fallback: Any = None,
 ) -> ExactSolver:
   r"""The exact group-lasso subproblem solution, by Newton on the group radius.
@@ -455,14 +455,17 @@ def exact_solver(
   default at most 32 KiB and at least 256 programs where a leaf has 256
   groups); ``backend="pallas"`` runs that kernel on every platform
   (interpreted off GPUs) and, for statistics of another form, the solve
-  alone.
+  alone. The default is ``backend="kernel"``: the XLA path, the reference
+  that the float64 tests follow, is ``backend="xla"``.
 
   Args:
     max_iters: most Newton passes per leaf (or block) and step, >= 1.
     warm_start: start at the warm start's group radii (True) or at r₀.
     block_bytes: None (whole leaves) or the bytes of one array of a block,
       >= 1.
-    backend: "xla", "pallas" (needs ``block_bytes``), "cpu" or "kernel".
+    backend: "kernel" (the default: the compiled step where it applies,
+      the XLA path elsewhere), "xla" (the XLA path everywhere, the
+      reference), "pallas" (needs ``block_bytes``) or "cpu".
     fallback: None (other penalties are an error), or a solver for the
       leaves whose penalty is not a group norm (the nuclear norm, a user's
       own), e.g. :func:`pg_solver`; it is warm-started at the previous θ̂.

@@ -283,15 +283,18 @@ def test_proxgen_kernel_solution_is_optimal():
 
 
 def test_kernel_is_the_default_of_ramda_proxgen_and_prox_ssi():
-  """With the kernel built, the default optimizers' steps are the kernel's
-  (the XLA path would have no custom call)."""
+  """With the kernel built, the default optimizers' steps are the kernel's,
+  and so are those with ``exact_solver()``, whose default backend is
+  "kernel" (the XLA path, ``backend="xla"``, has no custom call)."""
   params = {"w": jnp.ones((4, 3), jnp.float32)}
   reg = ro.group_lasso(0.01, {"w": (1,)})
   for opt in (ro.ramda(0.1, regularizer=reg), ro.proxgen(0.1, regularizer=reg),
-              ro.prox_ssi(0.1, regularizer=reg)):
+              ro.prox_ssi(0.1, regularizer=reg),
+              ro.ramda(0.1, regularizer=reg, solver=ro.exact_solver())):
     hlo = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
     assert cpu_kernel.TARGET in hlo
-  xla = ro.proxgen(0.1, regularizer=reg, solver=ro.exact_solver())
+  xla = ro.proxgen(0.1, regularizer=reg, solver=ro.exact_solver(
+      backend="xla"))
   hlo = jax.jit(xla.update).lower(params, xla.init(params), params).as_text()
   assert cpu_kernel.TARGET not in hlo
 
