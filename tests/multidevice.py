@@ -50,7 +50,9 @@ def optimizers():
   reg = ro.group_lasso(2e-2, GROUPS)
   return {
       "ramda": ro.ramda(1e-2, momentum=0.9, regularizer=reg, restart_steps=(3,)),
-      "ramda_exact": ro.ramda(1e-2, regularizer=reg, solver=ro.exact_solver()),
+      # The exact solver's XLA path (the default backend is the CPU kernel).
+      "ramda_exact": ro.ramda(1e-2, regularizer=reg,
+                              solver=ro.exact_solver(backend="xla")),
       # Blocks of whole groups, by XLA and by the Pallas kernel (the
       # interpreter here): groups split across shards stay whole.
       "ramda_blocks": ro.ramda(1e-2, regularizer=reg,
