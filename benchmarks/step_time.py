@@ -31,7 +31,6 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -229,19 +228,24 @@ def time_variants(opts: Sequence[optax.GradientTransformation], init,
   runs = [(0, steps)] * starts if regime == "early" else [(warmup, steps)]
   for skip, count in runs:
     carry = [(fresh(), opt.init(fresh())) for opt in opts]
-    for n in range(skip + count):
-      for i in (range(len(opts)) if n % 2 == 0
-                else reversed(range(len(opts)))):
+
+    def stepper(i, skip=skip):
+      def run(n):
         params, state = carry[i]
         grads = jax.block_until_ready(grad_fn(params, n))
         start = time.perf_counter()
         params, state = jax.block_until_ready(
             compiled[i](params, state, grads))
-        if n >= skip:
-          times[i].append(time.perf_counter() - start)
-          if isinstance(state, (ro.RamdaState, ro.ProximalState)):
-            iters[i].append(np.asarray(state.inner_iters)[regularized].mean())
+        elapsed = time.perf_counter() - start
         carry[i] = params, state
+        if n >= skip and isinstance(state, (ro.RamdaState, ro.ProximalState)):
+          iters[i].append(np.asarray(state.inner_iters)[regularized].mean())
+        return elapsed
+      return run
+
+    for i, t in enumerate(interleaved([stepper(i) for i in range(len(opts))],
+                                      skip, count)):
+      times[i] += t
   summary = np.mean if regime == "early" else np.median
   return [{"time_s": float(summary(t)),
            "inner_iters_per_leaf": float(np.mean(it)) if it else None,
@@ -313,32 +317,26 @@ def device_loop(opt, init, grad_fn, regularized: np.ndarray,
   return timer
 
 
-def interleaved(steps: Sequence[Callable[[int], Any]], warmup: int,
-                count: int, clock: Callable[[], float] = time.perf_counter
-                ) -> tuple[list[float], list[float]]:
-  """Times ``steps`` in turn, round by round (the order reversed every other
+def interleaved(steps: Sequence[Callable[[int], float]], warmup: int,
+                count: int) -> list[list[float]]:
+  """Runs ``steps`` in turn, round by round (the order reversed every other
   round), so that the machine's drift reaches all of them alike.
 
-  Each ``step(n)`` runs round n's step and waits for it. Returns each
-  step's median time over the ``count`` rounds after ``warmup``, and the
-  median over those rounds of its time divided by the first step's."""
+  Each ``step(n)`` runs round n's step and returns the seconds it timed.
+  Returns each step's times of the ``count`` rounds after ``warmup``."""
   times = [[] for _ in steps]
   for n in range(warmup + count):
-    order = range(len(steps)) if n % 2 == 0 else reversed(range(len(steps)))
-    for i in order:
-      start = clock()
-      steps[i](n)
+    for i in range(len(steps)) if n % 2 == 0 else reversed(range(len(steps))):
+      elapsed = steps[i](n)
       if n >= warmup:
-        times[i].append(clock() - start)
-  base = np.asarray(times[0])
-  return ([float(np.median(t)) for t in times],
-          [float(np.median(np.asarray(t) / base)) for t in times])
+        times[i].append(elapsed)
+  return times
 
 
-def training_step(variant: str) -> Callable[[int], Any]:
+def training_step(variant: str) -> Callable[[int], float]:
   """Step n of the CNN of benchmarks.mnist_cnn trained with ``variant``
   (forward, backward, update; jitted, params and state donated) on batch n
-  of 128 bundled MNIST images, waited for."""
+  of 128 bundled MNIST images, waited for; returns its seconds."""
   train, _ = ro.datasets.load_mnist10k()
   model = CNN()
   params = model.init(jax.random.key(0), train.images[:1])["params"]
@@ -348,9 +346,11 @@ def training_step(variant: str) -> Callable[[int], Any]:
 
   def run(n):
     batch = slice(128 * n % 7936, 128 * n % 7936 + 128)
+    start = time.perf_counter()
     params, state, _ = jax.block_until_ready(
         step(*carry, train.images[batch], train.labels[batch]))
     carry[:] = params, state
+    return time.perf_counter() - start
 
   return run
 
@@ -390,9 +390,10 @@ def main():
           "each variant's steps taken in turn with Adam's:")
     for name in args.variants.split(","):
       if name != "adam":
-        (base, t), (_, ratio) = interleaved(
+        base, t = (np.asarray(x) for x in interleaved(
             [training_step("adam"), training_step(name)], args.warmup,
-            args.steps)
+            args.steps))
+        ratio, base, t = np.median(t / base), np.median(base), np.median(t)
         print(f"{name:12s} {1e3 * t:9.2f} ms   {ratio:6.2f}x adam "
               f"({1e3 * base:.2f} ms)", flush=True)
     return
