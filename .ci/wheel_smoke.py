@@ -19,8 +19,9 @@ def main():
   package = pathlib.Path(ramda_optax.__file__).resolve().parent
   assert package.is_relative_to(pathlib.Path(sys.prefix).resolve()), package
   assert (package / "py.typed").is_file()
-  # The CPU kernel's source ships in the wheel and builds where it lands.
-  assert (package / "csrc" / "ramda_group_step.cc").is_file()
+  # The CPU kernels' sources ship in the wheel and build where they land.
+  for name in ("ramda_group_step.cc", "ramda_pg_leaf.cc", "parallel.h"):
+    assert (package / "csrc" / name).is_file(), name
   assert ramda_optax.cpu_kernel.available(), ramda_optax.cpu_kernel.library()
   meta = importlib.metadata.metadata("ramda-optax")
   assert meta["License-Expression"] == "Apache-2.0", meta["License-Expression"]

@@ -87,6 +87,9 @@ def variants(groups: dict, strength: float,
           1e-2, regularizer=reg,
           solver=ro.exact_solver(backend="xla", fallback=ro.pg_solver())),
       "ramda_pg": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.pg_solver()),
+      # The paper's rule on the XLA path, the reference.
+      "ramda_pg_xla": lambda: ro.ramda(
+          1e-2, regularizer=reg, solver=ro.pg_solver(backend="xla")),
       "ramda_pg1": lambda: ro.ramda(1e-2, regularizer=reg, solver=ro.pg_solver(1)),
       "ramda_pg10": lambda: ro.ramda(
           1e-2, regularizer=reg, solver=ro.pg_solver(10, rtol=0.0)),
@@ -100,6 +103,8 @@ def variants(groups: dict, strength: float,
           solver=ro.exact_solver(backend="xla", fallback=ro.pg_solver())),
       "proxgen_pg": lambda: ro.proxgen(
           1e-3, regularizer=reg, solver=ro.pg_solver()),
+      "proxgen_pg_xla": lambda: ro.proxgen(
+          1e-3, regularizer=reg, solver=ro.pg_solver(backend="xla")),
       "prox_ssi": lambda: ro.prox_ssi(1e-3, regularizer=reg),
       "prox_ssi_xla": lambda: ro.prox_ssi(
           1e-3, regularizer=reg, solver=ro.exact_solver(backend="xla")),

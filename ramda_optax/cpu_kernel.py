@@ -1,5 +1,5 @@
-"""The step of an adaptive method on a group-lasso leaf as one compiled CPU
-kernel.
+"""Compiled CPU kernels: the step of an adaptive method on a group-lasso
+leaf, and the paper's PG solve with its per-leaf stopping rule.
 
 On XLA:CPU the step of a regularized leaf runs as many separate loops
 (the statistics, each Newton pass, the solution), each crossing memory or,
@@ -16,10 +16,17 @@ no buffer in the state, the kernel returns each group's offset κ/r in
 place of θ̂ and skips the last pass; an XLA fusion forms θ̂ − W from the new
 statistics, and fuses with ``optax.apply_updates`` too.
 
-It is built on first use with the system's C++ compiler (``$CXX``, else
+The PG kernel (``csrc/ramda_pg_leaf.cc``, :func:`pg_leaf`) runs the
+paper's inexact solve of a leaf by blocks of groups kept in cache, a chunk
+of iterations at a time: the leaf's stopping test needs the leaf's Q after
+every iteration, so each block records its Q per iteration, and where the
+leaf stops inside a chunk its blocks rerun the chunk to the stopping
+iteration.
+
+They are built on first use with the system's C++ compiler (``$CXX``, else
 ``c++``) against the XLA FFI headers that jaxlib ships, cached under
 ``$RAMDA_OPTAX_CACHE`` (default ``~/.cache/ramda_optax``), and called
-through ``jax.ffi``. Where it cannot be built (no compiler, a jaxlib without
+through ``jax.ffi``. Where they cannot be built (no compiler, a jaxlib without
 the FFI) or ``RAMDA_OPTAX_CPU_KERNEL=0``, the optimizers take the XLA path,
 which computes the same step (to float32 rounding) and remains the
 reference.
@@ -47,24 +54,40 @@ import numpy as np
 from ramda_optax import _numerics
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
+from ramda_optax.subproblem import Subproblem
 
-TARGET = "ramda_group_step"
+LIBRARY = "ramda_optax_kernels"
+# The FFI targets of the optimizer's step and of the paper's PG solve.
+STEP_TARGET = "ramda_group_step"
+PG_TARGET = "ramda_pg_leaf"
+# FFI target -> the library's handler symbol.
+TARGETS = {STEP_TARGET: "RamdaGroupStep", PG_TARGET: "RamdaPgLeaf"}
 # Bytes of one array of a block of groups: b and P of a block, in scratch,
 # stay in a core's 512 KiB L2 beside the streamed arrays (32 KiB, 128 KiB and
 # 512 KiB measured on VGG19: 128 KiB fastest).
 BLOCK_BYTES = 128 * 1024
+# Iterations of the PG solve between two of the leaf's stopping tests: its
+# blocks run a chunk in cache, and rerun it to the stop when the leaf stops
+# inside it.
+PG_CHUNK = 16
 # -fno-math-errno and -fno-trapping-math let the loops vectorise (2x on
-# the VGG19 step); neither changes a result.
+# the VGG19 step); neither changes a result. -ffp-contract=off keeps a
+# product rounded where it is also stored: the PG kernel's iterate, written
+# at a chunk's end and read back, is then the one its next pass would use.
 FLAGS = ("-std=c++17", "-O3", "-march=native", "-fPIC", "-shared", "-w",
-         "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd")
+         "-fno-math-errno", "-fno-trapping-math", "-ffp-contract=off",
+         "-fopenmp-simd")
 
 # (rows, groups, cols): x.reshape(rows, groups, cols)[:, g, :] is group g.
 View = tuple[int, int, int]
 
 
-def _source() -> bytes:
-  return (importlib.resources.files("ramda_optax") / "csrc"
-          / "ramda_group_step.cc").read_bytes()
+def _sources() -> dict[str, bytes]:
+  """The kernels' C++ files, by name."""
+  folder = importlib.resources.files("ramda_optax") / "csrc"
+  return {f.name: f.read_bytes() for f in sorted(folder.iterdir(),
+                                                  key=lambda f: f.name)
+          if f.name.endswith((".cc", ".h"))}
 
 
 def _cpu_flags() -> str:
@@ -78,26 +101,30 @@ def _cpu_flags() -> str:
 
 
 def _build(compiler: str) -> str:
-  """Compiles the kernel (once per source, flags, jaxlib and CPU) and
-  returns the shared library's path."""
+  """Compiles the kernels into one library (once per source, flags, jaxlib
+  and CPU) and returns its path."""
   include = jax.ffi.include_dir()
+  sources = _sources()
   key = hashlib.sha256(b"\0".join([
-      _source(), " ".join(FLAGS).encode(), jax.__version__.encode(),
+      *(name.encode() + b"\0" + text for name, text in sources.items()),
+      " ".join(FLAGS).encode(), jax.__version__.encode(),
       include.encode(), _cpu_flags().encode(), compiler.encode(),
   ])).hexdigest()[:16]
   cache = os.environ.get("RAMDA_OPTAX_CACHE",
                          os.path.join(os.path.expanduser("~"), ".cache",
                                       "ramda_optax"))
-  path = os.path.join(cache, f"{TARGET}-{key}.so")
+  path = os.path.join(cache, f"{LIBRARY}-{key}.so")
   if os.path.exists(path):
     return path
   os.makedirs(cache, exist_ok=True)
   with tempfile.TemporaryDirectory(dir=cache) as tmp:
-    source = os.path.join(tmp, f"{TARGET}.cc")
-    with open(source, "wb") as f:
-      f.write(_source())
-    built = os.path.join(tmp, f"{TARGET}.so")
-    subprocess.run([compiler, *FLAGS, f"-I{include}", source, "-o", built],
+    for name, text in sources.items():
+      with open(os.path.join(tmp, name), "wb") as f:
+        f.write(text)
+    built = os.path.join(tmp, f"{LIBRARY}.so")
+    subprocess.run([compiler, *FLAGS, f"-I{include}",
+                    *(os.path.join(tmp, name) for name in sources
+                      if name.endswith(".cc")), "-o", built],
                    check=True, capture_output=True, text=True)
     os.replace(built, path)  # atomic: concurrent builds agree
   return path
@@ -120,8 +147,9 @@ def library() -> tuple[ctypes.CDLL | None, str]:
     return None, f"the kernel did not compile:\n{e.stderr[-2000:]}"
   except OSError as e:
     return None, f"the kernel could not be built or loaded: {e}"
-  jax.ffi.register_ffi_target(TARGET, jax.ffi.pycapsule(lib.RamdaGroupStep),
-                              platform="cpu")
+  for target, symbol in TARGETS.items():
+    jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)),
+                                platform="cpu")
   return lib, ""
 
 
@@ -223,7 +251,7 @@ def group_step(
   aliases = {2: 0, 3: 1, **({4: 2} if restarts else {}),
              **({} if delta else {5: 3})}
   call = jax.ffi.ffi_call(
-      TARGET,
+      STEP_TARGET,
       (leaf, leaf, leaf if restarts else jax.ShapeDtypeStruct((0,), jnp.float32),
        jax.ShapeDtypeStruct((groups,), jnp.float32) if delta else leaf,
        jax.ShapeDtypeStruct((), jnp.int32)),
@@ -243,6 +271,56 @@ def group_step(
                         None if penalty is None else _along_groups(
                             theta, view, w.shape))
   return v, u, new_anchor if restarts else None, theta, passes
+
+
+def pg_leaf(
+    view: View,
+    penalty: GroupNorm,
+    sub: Subproblem,
+    z0: jax.Array,
+    *,
+    max_iters: int,
+    rtol: float,
+    chunk: int | None = None,
+    block_bytes: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """The paper's PG solve of one float32 group-lasso leaf, with its
+  per-leaf stopping rule (:class:`ramda_optax.solvers.PGSolver`).
+
+  Its blocks of groups (``block_bytes`` per array of a block) run
+  ``chunk`` iterations at a time in cache, recording their Q after each;
+  the leaf's test on the sum then stops the solve, the blocks rerunning the
+  last chunk to the stopping iteration.
+
+  Args:
+    view: the leaf's (rows, groups, cols).
+    penalty: its group norm.
+    sub: its subproblem (a, v, P, τ), float32; P may be a scalar.
+    z0: the warm start.
+    max_iters: most iterations.
+    rtol: the relative-decrease tolerance.
+    chunk: iterations between two stopping tests (None: ``PG_CHUNK``).
+    block_bytes: bytes of one array of a block (None: ``BLOCK_BYTES``).
+
+  Returns:
+    ``(θ̂, iterations)``.
+  """
+  rows, groups, cols = view
+  block = max(1, (block_bytes or BLOCK_BYTES) // (rows * cols * 4))
+  a, v = sub.anchor, sub.linear
+  call = jax.ffi.ffi_call(
+      PG_TARGET,
+      (jax.ShapeDtypeStruct(a.shape, jnp.float32),
+       jax.ShapeDtypeStruct((), jnp.int32)),
+      vmap_method="sequential",
+  )
+  return call(
+      a, v, jnp.broadcast_to(sub.metric, a.shape), z0,
+      jnp.asarray(sub.threshold, jnp.float32),
+      rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
+      block=np.int64(block), max_iters=np.int64(max_iters),
+      chunk=np.int64(chunk or PG_CHUNK), rtol=np.float32(rtol),
+      group_weight=np.float32(penalty.weight))
 
 
 def _along_groups(x: jax.Array, view: View,

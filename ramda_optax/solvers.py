@@ -27,6 +27,7 @@ from jax import lax
 from ramda_optax import _numerics
 from ramda_optax import _validation
 from ramda_optax import blocks
+from ramda_optax import cpu_kernel
 from ramda_optax import group_kernels
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
@@ -96,8 +97,9 @@ class PGSolver(NamedTuple):
       of the 1-based step count t.
     block_bytes: None to solve a leaf whole (the paper's rule), else the
       bytes of one array of a block of whole groups solved on its own.
-    backend: how blocks run: "xla" (one after another, a loop) or
-      "pallas" (one kernel program per block; see ``pg_solver``).
+    backend: "kernel" (the per-leaf rule as a compiled CPU kernel where
+      it applies), "xla" (the XLA path, blocks one after another in a
+      loop) or "pallas" (one kernel program per block); see ``pg_solver``.
     start: the warm start it asks of the dual-averaging methods: the current
       parameters, as the paper does.
   """
@@ -106,7 +108,7 @@ class PGSolver(NamedTuple):
   rtol: float
   residual_tol: Any = None
   block_bytes: int | None = None
-  backend: str = "xla"
+  backend: str = "kernel"
   start = "params"
 
   def solve(
@@ -129,7 +131,15 @@ class PGSolver(NamedTuple):
       most.
     """
     if self.block_bytes is None:
-      return self._solve(penalty, sub, z0, count, self.rtol)
+      xla = lambda: self._solve(penalty, sub, z0, count, self.rtol)
+      view = self._cpu_view(penalty, sub, z0)
+      if view is None:
+        return xla()
+      return lax.platform_dependent(
+          cpu=lambda: _unless_unregularized(sub, lambda: cpu_kernel.pg_leaf(
+              view, penalty, sub, z0, max_iters=self.max_iters,
+              rtol=self.rtol)),
+          default=xla)
     view = _kernel_view(self.backend, penalty, sub)
     if view is not None:
       return _in_kernel(sub, lambda: group_kernels.solve_pg(
@@ -150,6 +160,16 @@ class PGSolver(NamedTuple):
     entries, stopping on the block's own decrease; returns ``(θ̂,
     iterations)``."""
     return self._solve(penalty, sub, z0, count, self._block_rtol(sub), share)
+
+  def _cpu_view(self, penalty, sub, z0) -> cpu_kernel.View | None:
+    """The leaf's view where the compiled CPU kernel takes its per-leaf
+    solve (``backend="kernel"``, the relative-decrease rule, a float32 group
+    norm along one axis), else None."""
+    if (self.backend != "kernel" or self.residual_tol is not None
+        or not isinstance(penalty, GroupNorm)
+        or jnp.result_type(sub.metric) != jnp.float32):
+      return None
+    return cpu_kernel.leaf_takes(penalty, (sub.anchor, sub.linear, z0))
 
   def _block_rtol(self, sub):
     # Below the dtype's resolution the decrease of Q is rounding. A
@@ -229,7 +249,7 @@ def pg_solver(
     rtol: float = 1e-8,
     residual_tol: Any = None,
     block_bytes: int | None = None,
-    backend: str = "xla",
+    backend: str = "kernel",
 ) -> PGSolver:
   r"""The paper's inexact proximal-gradient subproblem solver.
 
@@ -262,6 +282,18 @@ def pg_solver(
   through its iterations; elsewhere Pallas' interpreter runs it); other
   leaves take the XLA loop.
 
+  With the default ``backend="kernel"``, on a CPU, the per-leaf rule of
+  a float32 leaf grouped along one axis runs as a compiled kernel
+  (:func:`ramda_optax.cpu_kernel.pg_leaf`): its blocks of groups run
+  chunks of iterations in cache, recording their Q after each, and the
+  leaf's test on the recorded sums stops the solve (the blocks rerun the
+  last chunk to the stopping iteration). It computes the XLA path's
+  iterations; its Q is summed in another order, so where the decrease
+  reaches float32's resolution the two may stop an iteration or a few
+  apart. Everywhere else (other platforms, dtypes and penalties,
+  ``residual_tol``, ``block_bytes``, no C++ compiler) it is the XLA path,
+  the reference, which ``backend="xla"`` selects everywhere.
+
   Args:
     max_iters: most iterations per leaf (or block) and step, >= 1.
     rtol: relative-decrease tolerance, >= 0.
@@ -269,7 +301,8 @@ def pg_solver(
       only).
     block_bytes: None (per leaf, the paper's rule) or the bytes of one
       array of a block, >= 1.
-    backend: "xla" or "pallas" (needs ``block_bytes``).
+    backend: "kernel" (the default), "xla" (the reference) or "pallas"
+      (needs ``block_bytes``).
 
   Returns:
     A :class:`PGSolver`.
@@ -288,7 +321,7 @@ def pg_solver(
           "pg_solver: residual_tol (condition (7), a test over the whole "
           "leaf) cannot be combined with block_bytes; pass one of them."
       )
-  _check_backend(backend, block_bytes)
+  _check_backend(backend, block_bytes, ("xla", "pallas", "kernel"))
   return PGSolver(max_iters=max_iters, rtol=float(rtol),
                   residual_tol=residual_tol, block_bytes=block_bytes,
                   backend=backend)

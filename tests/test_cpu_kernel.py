@@ -105,7 +105,7 @@ def test_unpenalized_leaves_match_the_xla_path(method):
   params = {k: jnp.asarray(v, jnp.float32) for k, v in init.items()}
   hlo = jax.jit(kernel.update).lower(params, kernel.init(params),
                                      params).as_text()
-  assert hlo.count(f"custom_call @{cpu_kernel.TARGET}(") == len(SHAPES)
+  assert hlo.count(f"custom_call @{cpu_kernel.STEP_TARGET}(") == len(SHAPES)
   # θ̂ = W⁰ − V/P cancels where θ̂ is small: rounding of O(1) operands.
   _assert_same_steps(_run(kernel, init, grad_fn, 12),
                      _run(xla, init, grad_fn, 12), lambda p, s: p, atol=1e-5)
@@ -157,7 +157,7 @@ def test_steps_lowered_for_a_gpu_take_the_pallas_kernel(gpu, monkeypatch):
   reg = ro.group_lasso(0.01, {"w": (1,), "b": None})
   triton = "__gpu$xla.gpu.triton"
   allow = [jax.export.DisabledSafetyCheck.custom_call(name)
-           for name in (cpu_kernel.TARGET, triton)]
+           for name in (cpu_kernel.STEP_TARGET, triton)]
   for opt, regularized in ((ro.ramda(0.1, regularizer=reg), True),
                            (ro.proxgen(0.1, regularizer=reg), True),
                            (ro.prox_ssi(0.1, regularizer=reg), True),
@@ -167,7 +167,7 @@ def test_steps_lowered_for_a_gpu_take_the_pallas_kernel(gpu, monkeypatch):
       module = jax.export.export(
           jax.jit(opt.update), platforms=[platform], disabled_checks=allow)(
               params, opt.init(params), params).mlir_module()
-      calls[platform] = (module.count(f"custom_call @{cpu_kernel.TARGET}("),
+      calls[platform] = (module.count(f"custom_call @{cpu_kernel.STEP_TARGET}("),
                          module.count(f"custom_call @{triton}("))
     assert calls == {"cpu": (2, 0), "cuda": (0, int(regularized and gpu))}
 
@@ -292,11 +292,11 @@ def test_kernel_is_the_default_of_ramda_proxgen_and_prox_ssi():
               ro.prox_ssi(0.1, regularizer=reg),
               ro.ramda(0.1, regularizer=reg, solver=ro.exact_solver())):
     hlo = jax.jit(opt.update).lower(params, opt.init(params), params).as_text()
-    assert cpu_kernel.TARGET in hlo
+    assert cpu_kernel.STEP_TARGET in hlo
   xla = ro.proxgen(0.1, regularizer=reg, solver=ro.exact_solver(
       backend="xla"))
   hlo = jax.jit(xla.update).lower(params, xla.init(params), params).as_text()
-  assert cpu_kernel.TARGET not in hlo
+  assert cpu_kernel.STEP_TARGET not in hlo
 
 
 @pytest.mark.parametrize("method", ["ramda", "proxgen", "prox_ssi"])
@@ -318,7 +318,7 @@ def test_step_takes_no_leaf_sized_scratch(method):
 
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
       params, opt.init(params), params).compile()
-  assert cpu_kernel.TARGET in compiled.as_text()
+  assert cpu_kernel.STEP_TARGET in compiled.as_text()
   smallest_leaf = min(math.prod(s) for s in shapes.values() if len(s) > 1) * 4
   assert compiled.memory_analysis().temp_size_in_bytes < smallest_leaf
 
@@ -458,7 +458,7 @@ def test_empty_leaves_take_the_xla_path():
 def test_backend_is_checked():
   with pytest.raises(ValueError, match="'xla', 'pallas', 'cpu' or 'kernel'"):
     ro.exact_solver(backend="gpu")
-  with pytest.raises(ValueError, match="'xla' or 'pallas'"):
+  with pytest.raises(ValueError, match="'xla', 'pallas' or 'kernel'"):
     ro.pg_solver(backend="cpu")
 
 

@@ -26,19 +26,20 @@
 #include <algorithm>
 #include <atomic>
 #include <cmath>
-#include <condition_variable>
 #include <cstdint>
 #include <cstring>
 #include <limits>
 #include <memory>
-#include <mutex>
 #include <vector>
 
+#include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
+
+using ramda_optax::ParallelFor;
 
 // ∛u for u >= 0 as _numerics.cbrt: a seed from the bits, two Newton steps.
 inline float CubeRoot(float u) {
@@ -241,18 +242,6 @@ void RunClosedForm(const Step& st, int64_t g0, int64_t g1) {
   }
 }
 
-struct Work {
-  Step step;
-  int64_t root;
-  bool offsets;
-  int64_t num_blocks;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-  std::atomic<int64_t> passes{0};
-  std::mutex mutex;
-  std::condition_variable finished;
-};
-
 // RunBlock, or RunClosedForm without a threshold; returns the Newton
 // passes.
 template <int root, bool restart, bool offsets>
@@ -266,37 +255,16 @@ int64_t Solve(const Step& st, int64_t g0, int64_t g1, float* b, float* p,
 }
 
 // Solve for the step's root, restart and output.
-int64_t Dispatch(const Work& work, int64_t g0, int64_t g1, float* b, float* p,
-                 float* sums) {
-  const Step& st = work.step;
-  if (work.root == 3) {
+int64_t Dispatch(const Step& st, int64_t root, bool offsets, int64_t g0,
+                 int64_t g1, float* b, float* p, float* sums) {
+  if (root == 3) {
     if (st.restart) return Solve<3, true, false>(st, g0, g1, b, p, sums);
-    return work.offsets ? Solve<3, false, true>(st, g0, g1, b, p, sums)
-                      : Solve<3, false, false>(st, g0, g1, b, p, sums);
+    return offsets ? Solve<3, false, true>(st, g0, g1, b, p, sums)
+                   : Solve<3, false, false>(st, g0, g1, b, p, sums);
   }
   if (st.restart) return Solve<2, true, false>(st, g0, g1, b, p, sums);
-  return work.offsets ? Solve<2, false, true>(st, g0, g1, b, p, sums)
-                    : Solve<2, false, false>(st, g0, g1, b, p, sums);
-}
-
-// Claims and runs blocks until none is left.
-void Worker(const std::shared_ptr<Work>& work) {
-  const Step& st = work->step;
-  const int64_t per = st.rows * st.cols;
-  std::vector<float> b(per * st.block), p(per * st.block), sums(4 * st.block);
-  for (int64_t i; (i = work->next.fetch_add(1)) < work->num_blocks;) {
-    const int64_t g0 = i * st.block;
-    const int64_t g1 = std::min(st.groups, g0 + st.block);
-    const int64_t passes = Dispatch(*work, g0, g1, b.data(), p.data(),
-                                    sums.data());
-    int64_t most = work->passes.load();
-    while (passes > most && !work->passes.compare_exchange_weak(most, passes)) {
-    }
-    if (work->done.fetch_add(1) + 1 == work->num_blocks) {
-      std::lock_guard<std::mutex> lock(work->mutex);
-      work->finished.notify_all();
-    }
-  }
+  return offsets ? Solve<2, false, true>(st, g0, g1, b, p, sums)
+                 : Solve<2, false, false>(st, g0, g1, b, p, sums);
 }
 
 ffi::Error GroupStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
@@ -318,19 +286,15 @@ ffi::Error GroupStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
       (offsets && *restart.typed_data())) {
     return ffi::Error::InvalidArgument("ramda_group_step: bad arguments");
   }
-  auto work = std::make_shared<Work>();
-  work->root = root;
-  work->offsets = offsets;
-  Step& st = work->step;
   const float* sc = scalars.typed_data();
-  st = Step{rows, groups, cols, std::min(block, groups),
-            Coefficients{sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]},
-            group_weight,
-            *restart.typed_data(), warm_start, max_iters,
-            grad.typed_data(), params.typed_data(), v.typed_data(),
-            u.typed_data(), anchor.typed_data(), theta.typed_data(),
-            v_out->typed_data(), u_out->typed_data(),
-            anchor_out->typed_data(), theta_out->typed_data()};
+  Step st{rows, groups, cols, std::min(block, groups),
+          Coefficients{sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]},
+          group_weight,
+          *restart.typed_data(), warm_start, max_iters,
+          grad.typed_data(), params.typed_data(), v.typed_data(),
+          u.typed_data(), anchor.typed_data(), theta.typed_data(),
+          v_out->typed_data(), u_out->typed_data(),
+          anchor_out->typed_data(), theta_out->typed_data()};
   // Without restarts W⁰ is not an output (an empty buffer); with them it
   // is W⁰'s own buffer, which a step without a restart leaves as it is.
   if (anchor_out->element_count() == 0) {
@@ -338,18 +302,22 @@ ffi::Error GroupStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
   } else if (!st.restart && st.anchor_out != st.anchor_in) {
     std::memcpy(st.anchor_out, st.anchor_in, grad.size_bytes());
   }
-  work->num_blocks = (groups + st.block - 1) / st.block;
-  // The calling thread works too: one helper fewer than the pool's threads.
-  const int64_t helpers =
-      std::min<int64_t>(pool.num_threads() - 1, work->num_blocks - 1);
-  for (int64_t t = 0; t < helpers; ++t) {
-    pool.Schedule([work]() { Worker(work); });
-  }
-  Worker(work);
-  std::unique_lock<std::mutex> lock(work->mutex);
-  work->finished.wait(lock,
-                      [&] { return work->done.load() == work->num_blocks; });
-  *passes->typed_data() = static_cast<int32_t>(work->passes.load());
+  const int64_t per = rows * cols;
+  std::atomic<int64_t> most{0};
+  ParallelFor(pool, (groups + st.block - 1) / st.block, [&]() {
+    return [&, b = std::vector<float>(per * st.block),
+            p = std::vector<float>(per * st.block),
+            sums = std::vector<float>(4 * st.block)](int64_t i) mutable {
+      const int64_t g0 = i * st.block;
+      const int64_t g1 = std::min(groups, g0 + st.block);
+      const int64_t passes =
+          Dispatch(st, root, offsets, g0, g1, b.data(), p.data(), sums.data());
+      int64_t seen = most.load();
+      while (passes > seen && !most.compare_exchange_weak(seen, passes)) {
+      }
+    };
+  });
+  *passes->typed_data() = static_cast<int32_t>(most.load());
   return ffi::Error::Success();
 }
 

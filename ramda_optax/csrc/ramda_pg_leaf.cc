@@ -1,0 +1,319 @@
+// The paper's inexact proximal-gradient solve of one group-lasso leaf, with
+// its per-leaf stopping rule, by blocks of groups kept in cache.
+//
+// The leaf is viewed as (A, G, B), group g being x[:, g, :]. For
+//
+//   Q(θ) = <v, θ − a> + ½‖θ − a‖²_P + τ Σ_g √|g| ‖θ_g‖,
+//
+// a group is screened (θ̂_g = 0) when ‖P a − v‖_g <= κ = τ √|g|; the others
+// start at z⁰ and iterate, with η_g = 1/max_g P,
+//
+//   z ← prox_{η_g κ}(z − η_g (v + P (z − a))),
+//
+// and the leaf stops after iteration j >= 2 once
+// (Q_{j−1} − Q_j)/(|Q_j| + 1) < rtol, Q summed over the groups not screened,
+// or after max_iters. The test needs the whole leaf's Q at every iteration,
+// while a block's iterations need nothing from other blocks. So the leaf
+// runs in chunks of iterations: every block runs the chunk's iterations in
+// cache, recording its Q after each, and writes its last iterate to a
+// second buffer; the groups' records, summed in group order, then give the
+// leaf's test (the same sums whatever the blocks and chunks). Where the
+// leaf stops inside a chunk, its blocks rerun from the chunk's first
+// iterate, kept in the other buffer, to the stopping iteration. One pass over a block's entries makes an iteration: it scales
+// the previous gradient step by its group's prox factor, adds the entry's
+// term of Q to the group's sum, and takes the next gradient step.
+//
+// References: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 2 and
+// App. A.1. The arithmetic follows ramda_optax's XLA path
+// (solvers.PGSolver, regularizers.GroupNorm.prox).
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "parallel.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace {
+
+using ramda_optax::ParallelFor;
+
+struct Leaf {
+  int64_t rows, groups, cols, block;  // (A, G, B), groups per block
+  float tau, kappa;                   // τ, κ = τ √|g|
+  const float *a, *v, *p, *start;     // the subproblem and z⁰
+  uint8_t* active;                    // per group: not screened
+  float* step;                        // per group: η_g (0 where max P <= 0)
+};
+
+// A thread's block of groups in cache, each group's entries contiguous,
+// kept between calls (new scratch would be faulted in page by page).
+struct Scratch {
+  std::vector<float> a, v, p, y;
+
+  static Scratch& OfThread(int64_t entries) {
+    thread_local Scratch s;
+    for (auto* x : {&s.a, &s.v, &s.p, &s.y}) {
+      if (static_cast<int64_t>(x->size()) < entries) x->resize(entries);
+    }
+    return s;
+  }
+};
+
+// Gathers groups [g0, g1) of a, v, P and the iterate `from` into scratch.
+// With `screen`, `from` is z⁰: the groups' screening and steps are set, and
+// a screened group starts (and stays) at 0.
+template <bool screen>
+void Gather(const Leaf& leaf, int64_t g0, int64_t g1, const float* from,
+            Scratch& s) {
+  const int64_t n = g1 - g0, per = leaf.rows * leaf.cols, cols = leaf.cols;
+  std::vector<float> b2(screen ? n : 0, 0.0f), pmax(screen ? n : 0, 0.0f);
+  // The block's 4·A runs are short (of n·B entries) for the hardware
+  // prefetcher to ramp up on each: asking for all of them first took a
+  // sweep of VGG19's largest leaf from 4.3 to 3.3 ms.
+  for (int64_t row = 0; row < leaf.rows; ++row) {
+    const int64_t at = (row * leaf.groups + g0) * cols;
+    for (const float* x : {leaf.a + at, leaf.v + at, leaf.p + at, from + at}) {
+      const char* bytes = reinterpret_cast<const char*>(x);
+      for (int64_t o = 0; o < n * cols * 4; o += 64) {
+        __builtin_prefetch(bytes + o);
+      }
+    }
+  }
+  for (int64_t row = 0; row < leaf.rows; ++row) {
+    for (int64_t k = 0; k < n; ++k) {
+      const int64_t at = (row * leaf.groups + g0 + k) * cols;
+      const int64_t to = k * per + row * cols;
+      std::memcpy(&s.a[to], leaf.a + at, cols * sizeof(float));
+      std::memcpy(&s.v[to], leaf.v + at, cols * sizeof(float));
+      std::memcpy(&s.p[to], leaf.p + at, cols * sizeof(float));
+      std::memcpy(&s.y[to], from + at, cols * sizeof(float));
+      if constexpr (screen) {
+        const float *a = leaf.a + at, *v = leaf.v + at, *p = leaf.p + at;
+        float sum = 0, most = 0;
+#pragma omp simd reduction(+ : sum) reduction(max : most)
+        for (int64_t j = 0; j < cols; ++j) {
+          const float b = p[j] * a[j] - v[j];
+          sum += b * b;
+          most = most > p[j] ? most : p[j];
+        }
+        b2[k] += sum;
+        pmax[k] = std::max(pmax[k], most);
+      }
+    }
+  }
+  if constexpr (screen) {
+    for (int64_t k = 0; k < n; ++k) {
+      leaf.active[g0 + k] = std::sqrt(b2[k]) > leaf.kappa;
+      leaf.step[g0 + k] = pmax[k] > 0 ? 1.0f / pmax[k] : 0.0f;
+      if (!leaf.active[g0 + k]) {
+        std::fill(&s.y[k * per], &s.y[(k + 1) * per], 0.0f);
+      }
+    }
+  }
+}
+
+// One pass over a group's entries: z = c y (the previous step's iterate)
+// and its term of Q, then (unless `last`) the next gradient step
+// y ← z − η (v + P (z − a)) in y's place, else z in y's place. Returns the
+// group's smooth part of Q(z) and sets `norm2` to ‖y‖² (unless `last`).
+template <bool last>
+inline float Pass(float c, float eta, int64_t per, const float* a,
+                  const float* v, const float* p, float* y, float& norm2) {
+  float q = 0, y2 = 0;
+#pragma omp simd reduction(+ : q, y2)
+  for (int64_t i = 0; i < per; ++i) {
+    const float z = c * y[i];
+    const float d = z - a[i];
+    q += v[i] * d + 0.5f * p[i] * d * d;
+    if constexpr (last) {
+      y[i] = z;
+    } else {
+      const float next = z - eta * (v[i] + p[i] * d);
+      y2 += next * next;
+      y[i] = next;
+    }
+  }
+  norm2 = y2;
+  return q;
+}
+
+// The prox factor of a gradient step y with ‖y‖ = norm: z = y max(0,
+// ‖y‖ − η κ)/‖y‖ (0 where ‖y‖ = 0), and ψ's part of Q, τ √|g| ‖z‖.
+inline float Shrink(const Leaf& leaf, float eta, float norm, float& penalty) {
+  const float shrunk = std::max(norm - eta * leaf.kappa, 0.0f);
+  penalty = leaf.kappa * shrunk;
+  return norm > 0 ? shrunk / norm : 0.0f;
+}
+
+// Runs `count` iterations of groups [g0, g1) from the iterate `from` and
+// writes the last to `to`; q[g·stride + i] gets group g's Q after
+// iteration i + 1 (0 for a screened group).
+template <bool screen>
+void RunBlock(const Leaf& leaf, int64_t g0, int64_t g1, const float* from,
+              float* to, int64_t count, double* q, int64_t stride,
+              Scratch& s) {
+  Gather<screen>(leaf, g0, g1, from, s);
+  const int64_t n = g1 - g0, per = leaf.rows * leaf.cols, cols = leaf.cols;
+  for (int64_t k = 0; k < n; ++k) {
+    double* qk = q + (g0 + k) * stride;
+    std::fill(qk, qk + count, 0.0);
+    if (!leaf.active[g0 + k]) continue;
+    const float eta = leaf.step[g0 + k];
+    float* y = &s.y[k * per];
+    const float *a = &s.a[k * per], *v = &s.v[k * per], *p = &s.p[k * per];
+    float c = 1, penalty = 0, norm2;
+    for (int64_t i = 0; i <= count; ++i) {
+      const float smooth =
+          i < count ? Pass<false>(c, eta, per, a, v, p, y, norm2)
+                    : Pass<true>(c, eta, per, a, v, p, y, norm2);
+      if (i > 0) qk[i - 1] = static_cast<double>(smooth) + penalty;
+      if (i < count) c = Shrink(leaf, eta, std::sqrt(norm2), penalty);
+    }
+  }
+  for (int64_t row = 0; row < leaf.rows; ++row) {
+    for (int64_t k = 0; k < n; ++k) {
+      std::memcpy(to + (row * leaf.groups + g0 + k) * cols,
+                  &s.y[k * per + row * cols], cols * sizeof(float));
+    }
+  }
+}
+
+// Leaf-sized buffers kept between calls: a new one would be mapped and
+// faulted in page by page at every step.
+class BufferPool {
+ public:
+  std::unique_ptr<std::vector<float>> Take(int64_t size) {
+    std::unique_ptr<std::vector<float>> buffer;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!free_.empty()) {
+        buffer = std::move(free_.back());
+        free_.pop_back();
+      }
+    }
+    if (buffer == nullptr) buffer = std::make_unique<std::vector<float>>();
+    if (static_cast<int64_t>(buffer->size()) < size) buffer->resize(size);
+    return buffer;
+  }
+
+  void Give(std::unique_ptr<std::vector<float>> buffer) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    free_.push_back(std::move(buffer));
+  }
+
+ private:
+  std::mutex mutex_;
+  std::vector<std::unique_ptr<std::vector<float>>> free_;
+};
+
+BufferPool& Buffers() {
+  static BufferPool* pool = new BufferPool();
+  return *pool;
+}
+
+ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
+                  ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> p,
+                  ffi::Buffer<ffi::F32> start, ffi::Buffer<ffi::F32> tau,
+                  ffi::ResultBuffer<ffi::F32> theta,
+                  ffi::ResultBuffer<ffi::S32> iterations, int64_t rows,
+                  int64_t groups, int64_t cols, int64_t block,
+                  int64_t max_iters, int64_t chunk, float rtol,
+                  float group_weight) {
+  const int64_t size = rows * groups * cols;
+  if (rows < 1 || groups < 1 || cols < 1 || block < 1 || max_iters < 1 ||
+      chunk < 1 || a.element_count() != static_cast<size_t>(size) ||
+      tau.element_count() != 1) {
+    return ffi::Error::InvalidArgument("ramda_pg_leaf: bad arguments");
+  }
+  const float t = *tau.typed_data();
+  std::vector<uint8_t> active(groups);
+  std::vector<float> step(groups);
+  Leaf leaf{rows,          groups,          cols,
+            std::min(block, groups),        t,
+            t * group_weight,               a.typed_data(),
+            v.typed_data(), p.typed_data(), start.typed_data(),
+            active.data(), step.data()};
+  const int64_t per = rows * cols, blocks = (groups + leaf.block - 1) / leaf.block;
+  auto spare = Buffers().Take(size);
+  float* out = theta->typed_data();
+  // Per group, its Q after each iteration of the current chunk.
+  std::vector<double> records(groups * max_iters);
+  // Runs `count` iterations of every block from `from` into `to`.
+  auto sweep = [&](const float* from, float* to, int64_t count, bool screen) {
+    ParallelFor(pool, blocks, [&]() {
+      Scratch& s = Scratch::OfThread(per * leaf.block);
+      return [&](int64_t i) {
+        const int64_t g0 = i * leaf.block, g1 = std::min(groups, g0 + leaf.block);
+        if (screen) {
+          RunBlock<true>(leaf, g0, g1, from, to, count, records.data(),
+                         max_iters, s);
+        } else {
+          RunBlock<false>(leaf, g0, g1, from, to, count, records.data(),
+                          max_iters, s);
+        }
+      };
+    });
+  };
+  const float* from = leaf.start;
+  float* to = out;
+  std::vector<float> q;  // the leaf's Q after each iteration
+  int64_t stop = 0;
+  while (stop == 0) {
+    const int64_t done = q.size();
+    const int64_t count = std::min(chunk, max_iters - done);
+    sweep(from, to, count, done == 0);
+    if (done == 0 &&
+        std::none_of(active.begin(), active.end(), [](uint8_t x) { return x; })) {
+      break;  // every group screened: θ̂ = 0, no iteration
+    }
+    for (int64_t i = 0; i < count && stop == 0; ++i) {
+      double sum = 0;
+      for (int64_t g = 0; g < groups; ++g) sum += records[g * max_iters + i];
+      q.push_back(static_cast<float>(sum));
+      const int64_t j = q.size();
+      if ((j >= 2 && (q[j - 2] - q[j - 1]) / (std::fabs(q[j - 1]) + 1.0f) <
+                         rtol) ||
+          j == max_iters) {
+        stop = j;
+      }
+    }
+    if (stop != 0 && stop < done + count) {
+      sweep(from, to, stop - done, done == 0);  // rerun to the stop
+    } else if (stop == 0) {
+      from = to;
+      to = to == out ? spare->data() : out;
+    }
+  }
+  if (to != out) std::memcpy(out, to, size * sizeof(float));
+  Buffers().Give(std::move(spare));
+  *iterations->typed_data() = static_cast<int32_t>(stop);
+  return ffi::Error::Success();
+}
+
+}  // namespace
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgLeaf, PgLeaf,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // a
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // v
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // P
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // z⁰
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // τ
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // θ̂
+                                  .Ret<ffi::Buffer<ffi::S32>>()  // iterations
+                                  .Attr<int64_t>("rows")
+                                  .Attr<int64_t>("groups")
+                                  .Attr<int64_t>("cols")
+                                  .Attr<int64_t>("block")
+                                  .Attr<int64_t>("max_iters")
+                                  .Attr<int64_t>("chunk")
+                                  .Attr<float>("rtol")
+                                  .Attr<float>("group_weight"));

@@ -1,0 +1,210 @@
+"""The paper's PG solve with its per-leaf stopping rule as a compiled CPU
+kernel (ramda_optax.cpu_kernel.pg_leaf) against the XLA path, the float64
+reference and its own chunking."""
+
+import math
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import ramda_optax as ro
+from ramda_optax import cpu_kernel
+from ramda_optax.regularizers import GroupNorm
+from ramda_optax.subproblem import Subproblem
+from tests import numpy_reference as ref
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("c++") is None, reason="no C++ compiler to build the kernel")
+
+# shape, the axes a group norm reduces over
+LEAVES = {"conv": ((3, 3, 13, 7), (0, 1, 3)), "dense": ((11, 6), (1,)),
+          "row": ((1, 9, 5), (0, 2))}
+
+
+def _penalty(name):
+  shape, axes = LEAVES[name]
+  return GroupNorm(axes, math.prod(shape[d] for d in axes))
+
+
+def _subproblem(name, tau, seed=0):
+  """A float32 subproblem whose groups differ in scale (small ones are
+  screened at moderate τ) and a warm start near the anchor."""
+  shape, axes = LEAVES[name]
+  rng = np.random.default_rng(seed)
+  scale = np.exp(rng.uniform(-3, 1, size=[1 if d in axes else n
+                                          for d, n in enumerate(shape)]))
+  a = scale * rng.normal(size=shape)
+  v = 0.3 * scale * rng.normal(size=shape)
+  p = rng.uniform(0.2, 2.0, size=shape)
+  z0 = a + 0.05 * rng.normal(size=shape)
+  f32 = lambda x: jnp.asarray(x, jnp.float32)
+  return Subproblem(f32(a), f32(v), f32(p), f32(tau)), f32(z0)
+
+
+def _kernel(name, sub, z0, **kwargs):
+  assert cpu_kernel.available()
+  view = cpu_kernel.leaf_view(_penalty(name), sub.anchor.shape)
+  return jax.jit(lambda s, z: cpu_kernel.pg_leaf(
+      view, _penalty(name), s, z, **kwargs))(sub, z0)
+
+
+def _xla(name, sub, z0, max_iters, rtol):
+  solver = ro.pg_solver(max_iters, rtol, backend="xla")
+  return jax.jit(lambda s, z: solver.solve(_penalty(name), s, z, 1))(sub, z0)
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES))
+@pytest.mark.parametrize("tau", [0.02, 0.3])
+@pytest.mark.parametrize("chunk", [1, 3, 16])
+@pytest.mark.parametrize("block_bytes", [None, 100, 600])
+def test_fixed_iterations_match_the_xla_path(name, tau, chunk, block_bytes):
+  # rtol = 0 stops only on an increase of Q: within 7 iterations, none.
+  sub, z0 = _subproblem(name, tau)
+  theta, iters = _kernel(name, sub, z0, max_iters=7, rtol=0.0, chunk=chunk,
+                         block_bytes=block_bytes)
+  theta_xla, iters_xla = _xla(name, sub, z0, 7, 0.0)
+  assert int(iters) == int(iters_xla) == 7
+  np.testing.assert_allclose(theta, theta_xla, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES))
+@pytest.mark.parametrize("tau", [0.02, 0.3])
+def test_relative_decrease_rule_matches_the_xla_path_and_reference(name, tau):
+  # rtol = 1e-4 lies far above float32's resolution of Q: the leaf stops
+  # where the float64 reference stops.
+  sub, z0 = _subproblem(name, tau)
+  theta, iters = _kernel(name, sub, z0, max_iters=100, rtol=1e-4, chunk=4)
+  theta_xla, iters_xla = _xla(name, sub, z0, 100, 1e-4)
+  shape, axes = LEAVES[name]
+  theta_ref, iters_ref = ref.pg_solve(
+      *(np.asarray(x, np.float64) for x in sub[:3]), tau,
+      np.asarray(z0, np.float64), axes, max_iters=100, rtol=1e-4)
+  assert 2 < int(iters) < 100
+  assert int(iters) == int(iters_xla) == iters_ref
+  np.testing.assert_allclose(theta, theta_xla, rtol=1e-5, atol=1e-6)
+  np.testing.assert_allclose(theta, theta_ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES))
+def test_chunks_and_blocks_do_not_change_the_solve(name):
+  # A chunk's last iterate, written and read back, is the iterate the
+  # next pass would have scaled: the same floats whatever the chunks, the
+  # leaf stopping inside a chunk (a rerun) or at its end.
+  sub, z0 = _subproblem(name, 0.05, seed=3)
+  runs = [_kernel(name, sub, z0, max_iters=60, rtol=1e-6, chunk=chunk,
+                  block_bytes=block_bytes)
+          for chunk in (1, 2, 5, 16, 60) for block_bytes in (None, 100, 600)]
+  theta, iters = runs[0]
+  assert 2 < int(iters) < 60
+  for other, other_iters in runs[1:]:
+    assert int(other_iters) == int(iters)
+    np.testing.assert_array_equal(other, theta)
+
+
+def test_screened_groups_are_zero_and_all_screened_runs_no_iteration():
+  sub, z0 = _subproblem("conv", 0.3)
+  theta, _ = _kernel("conv", sub, z0, max_iters=100, rtol=1e-4)
+  b = sub.metric * sub.anchor - sub.linear
+  shape, axes = LEAVES["conv"]
+  screened = (jnp.sqrt(jnp.sum(b * b, axes)) <= 0.3 * math.sqrt(9 * 7))
+  assert 0 < int(jnp.sum(screened)) < 13
+  np.testing.assert_array_equal(
+      jnp.all(theta == 0, axes), screened)
+  theta, iters = _kernel("conv", sub._replace(threshold=jnp.float32(1e3)),
+                         z0, max_iters=100, rtol=1e-4)
+  assert int(iters) == 0
+  np.testing.assert_array_equal(theta, 0)
+
+
+def test_solution_nears_optimality_with_iterations():
+  # The prox-gradient residual ‖z − prox(z − η ∇)‖ of the kernel's θ̂ falls
+  # as max_iters grows (PG converges).
+  sub, z0 = _subproblem("dense", 0.05, seed=5)
+  a, v, p, tau = sub
+  axes = LEAVES["dense"][1]
+  penalty = _penalty("dense")
+  step = 1 / jnp.max(p, axes, keepdims=True)
+
+  def residual(z):
+    y = z - step * (v + p * (z - a))
+    return float(jnp.linalg.norm(z - penalty.prox(y, step * tau)[0]))
+
+  residuals = [residual(_kernel("dense", sub, z0, max_iters=n, rtol=0.0)[0])
+               for n in (1, 5, 25)]
+  assert residuals[0] > residuals[1] > residuals[2]
+  assert residuals[2] < 1e-2 * residuals[0]
+
+
+def test_nan_subproblem_terminates_at_max_iters():
+  sub, z0 = _subproblem("dense", 0.05)
+  sub = sub._replace(linear=sub.linear.at[0, 0].set(jnp.nan))
+  _, iters = _kernel("dense", sub, z0, max_iters=9, rtol=1e-8)
+  _, iters_xla = _xla("dense", sub, z0, 9, 1e-8)
+  assert int(iters) == int(iters_xla) == 9
+
+
+def test_pg_solver_takes_the_kernel_on_a_cpu_only_where_it_applies():
+  sub, z0 = _subproblem("conv", 0.05)
+  penalty = _penalty("conv")
+
+  def lowered(solver, sub=sub, z0=z0, penalty=penalty):
+    return jax.jit(lambda s, z: solver.solve(penalty, s, z, 1)).lower(
+        sub, z0).as_text()
+
+  target = f"custom_call @{cpu_kernel.PG_TARGET}("
+  assert target in lowered(ro.pg_solver())
+  assert target not in lowered(ro.pg_solver(backend="xla"))
+  assert target not in lowered(ro.pg_solver(residual_tol=1.0))
+  assert target not in lowered(ro.pg_solver(block_bytes=1000))
+  with jax.enable_x64(True):
+    sub64 = jax.tree.map(lambda x: jnp.asarray(x, jnp.float64), sub)
+    assert target not in lowered(ro.pg_solver(), sub64,
+                                 jnp.asarray(z0, jnp.float64))
+  l1 = GroupNorm((), 1)
+  assert target not in lowered(ro.pg_solver(), penalty=l1)
+
+
+@pytest.mark.parametrize("tau", [0.0, 0.05])
+def test_pg_solver_matches_the_xla_path_through_ramda(tau):
+  # Several RAMDA steps with the paper's rule (rtol above float32's
+  # resolution), the kernel against the XLA path; τ = 0 is the closed form.
+  rng = np.random.default_rng(0)
+  params = {"w": jnp.asarray(rng.normal(size=(3, 3, 6, 5)), jnp.float32),
+            "b": jnp.zeros(5, jnp.float32)}
+  reg = ro.group_lasso(tau, {"w": (0, 1, 3), "b": None})
+
+  def run(backend):
+    opt = ro.ramda(1e-2, regularizer=reg,
+                   solver=ro.pg_solver(rtol=1e-4, backend=backend))
+    p, state, iters = params, opt.init(params), []
+    update = jax.jit(opt.update)
+    for n in range(6):
+      r = np.random.default_rng(n)
+      grads = jax.tree.map(
+          lambda x: x + jnp.asarray(r.normal(size=x.shape), jnp.float32), p)
+      updates, state = update(grads, state, p)
+      p = jax.tree.map(jnp.add, p, updates)
+      iters.append(state.inner_iters)
+    return p, np.stack(iters)
+
+  (p1, it1), (p2, it2) = run("kernel"), run("xla")
+  np.testing.assert_array_equal(it1, it2)
+  assert np.all(it1[:, 1] > 2) if tau else np.all(it1 == 0)  # leaves b, w
+  for x, y in zip(jax.tree.leaves(p1), jax.tree.leaves(p2)):
+    np.testing.assert_allclose(x, y, rtol=1e-5, atol=1e-6)
+
+
+def test_vmapped_solve_matches_each_solve():
+  subs = [_subproblem("dense", 0.05, seed=s) for s in range(3)]
+  stacked = jax.tree.map(lambda *x: jnp.stack(x), *subs)
+  solver = ro.pg_solver(rtol=1e-4)
+  solve = lambda s, z: solver.solve(_penalty("dense"), s, z, 1)
+  thetas, iters = jax.jit(jax.vmap(solve))(*stacked)
+  for k, (sub, z0) in enumerate(subs):
+    theta, n = jax.jit(solve)(sub, z0)
+    assert int(iters[k]) == int(n)
+    np.testing.assert_array_equal(thetas[k], theta)
+
