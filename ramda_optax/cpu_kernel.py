@@ -66,9 +66,9 @@ TARGETS = {STEP_TARGET: "RamdaGroupStep", PG_TARGET: "RamdaPgLeaf"}
 # stay in a core's 512 KiB L2 beside the streamed arrays (32 KiB, 128 KiB and
 # 512 KiB measured on VGG19: 128 KiB fastest).
 BLOCK_BYTES = 128 * 1024
-# Iterations of the PG solve between two of the leaf's stopping tests: its
-# blocks run a chunk in cache, and rerun it to the stop when the leaf stops
-# inside it.
+# Iterations of a chunk of the PG solve where no earlier stop is
+# remembered: its blocks run a chunk in cache, and rerun it to the stop
+# when the leaf stops inside it.
 PG_CHUNK = 16
 # -fno-math-errno and -fno-trapping-math let the loops vectorise (2x on
 # the VGG19 step); neither changes a result. -ffp-contract=off keeps a
@@ -283,14 +283,20 @@ def pg_leaf(
     rtol: float,
     chunk: int | None = None,
     block_bytes: int | None = None,
+    remember: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
   """The paper's PG solve of one float32 group-lasso leaf, with its
   per-leaf stopping rule (:class:`ramda_optax.solvers.PGSolver`).
 
-  Its blocks of groups (``block_bytes`` per array of a block) run
-  ``chunk`` iterations at a time in cache, recording their Q after each;
-  the leaf's test on the sum then stops the solve, the blocks rerunning the
-  last chunk to the stopping iteration.
+  Its blocks of groups (``block_bytes`` per array of a block) run a chunk
+  of iterations at a time in cache, recording their Q after each; the
+  leaf's test on the sum then stops the solve, the blocks rerunning the
+  last chunk to the stopping iteration. With ``remember``, the kernel keeps
+  (in the process, per view and ``max_iters``) the iteration at which the
+  last solve stopped, and the next solve's first chunk ends just short of
+  it, then the next just past it; the stop moves little from step to step.
+  Only the chunks depend on it: θ̂ and the iterations are the same floats
+  whatever the chunks.
 
   Args:
     view: the leaf's (rows, groups, cols).
@@ -299,8 +305,10 @@ def pg_leaf(
     z0: the warm start.
     max_iters: most iterations.
     rtol: the relative-decrease tolerance.
-    chunk: iterations between two stopping tests (None: ``PG_CHUNK``).
+    chunk: iterations of a chunk where no stop is remembered, or past it
+      (None: ``PG_CHUNK``).
     block_bytes: bytes of one array of a block (None: ``BLOCK_BYTES``).
+    remember: aim the chunks at the last solve's stop for this view.
 
   Returns:
     ``(θ̂, iterations)``.
@@ -320,7 +328,7 @@ def pg_leaf(
       rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
       block=np.int64(block), max_iters=np.int64(max_iters),
       chunk=np.int64(chunk or PG_CHUNK), rtol=np.float32(rtol),
-      group_weight=np.float32(penalty.weight))
+      group_weight=np.float32(penalty.weight), remember=bool(remember))
 
 
 def _along_groups(x: jax.Array, view: View,

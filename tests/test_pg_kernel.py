@@ -91,17 +91,35 @@ def test_relative_decrease_rule_matches_the_xla_path_and_reference(name, tau):
 @pytest.mark.parametrize("name", sorted(LEAVES))
 def test_chunks_and_blocks_do_not_change_the_solve(name):
   # A chunk's last iterate, written and read back, is the iterate the
-  # next pass would have scaled: the same floats whatever the chunks, the
-  # leaf stopping inside a chunk (a rerun) or at its end.
+  # next pass would have scaled, and the leaf's Q is summed group by group:
+  # the same floats whatever the chunks and blocks, the leaf stopping
+  # inside a chunk (a rerun) or at its end.
   sub, z0 = _subproblem(name, 0.05, seed=3)
   runs = [_kernel(name, sub, z0, max_iters=60, rtol=1e-6, chunk=chunk,
-                  block_bytes=block_bytes)
+                  block_bytes=block_bytes, remember=False)
           for chunk in (1, 2, 5, 16, 60) for block_bytes in (None, 100, 600)]
   theta, iters = runs[0]
   assert 2 < int(iters) < 60
   for other, other_iters in runs[1:]:
     assert int(other_iters) == int(iters)
     np.testing.assert_array_equal(other, theta)
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES))
+def test_a_remembered_stop_does_not_change_the_solve(name):
+  # The first chunk aims at the stop of the last solve of the view, here
+  # one that stopped far earlier, far later, or at the same iteration.
+  sub, z0 = _subproblem(name, 0.05, seed=3)
+  theta, iters = _kernel(name, sub, z0, max_iters=60, rtol=1e-6,
+                         remember=False)
+  planted = []
+  for rtol in (1e-2, 0.0, 1e-6):
+    _, stop = _kernel(name, sub, z0, max_iters=60, rtol=rtol)
+    planted.append(int(stop))
+    again, again_iters = _kernel(name, sub, z0, max_iters=60, rtol=1e-6)
+    assert int(again_iters) == int(iters)
+    np.testing.assert_array_equal(again, theta)
+  assert planted[0] < int(iters) < planted[1]
 
 
 def test_screened_groups_are_zero_and_all_screened_runs_no_iteration():

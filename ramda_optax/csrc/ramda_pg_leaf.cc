@@ -28,9 +28,11 @@
 // (solvers.PGSolver, regularizers.GroupNorm.prox).
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -218,6 +220,47 @@ BufferPool& Buffers() {
   return *pool;
 }
 
+// Where the last solve of a leaf of each view stopped, by (rows, groups,
+// cols, max_iters). The stop moves little from one step to the next, so the
+// next solve's first chunk aims just short of it, which saves the sweeps
+// and the reruns of fixed chunks. Only the chunks depend on it: θ̂ and the
+// iterations are the same floats whatever the chunks.
+class StopHints {
+ public:
+  using Key = std::array<int64_t, 4>;
+
+  int64_t Get(const Key& key) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    auto found = stops_.find(key);
+    return found == stops_.end() ? 0 : found->second;
+  }
+
+  void Set(const Key& key, int64_t stop) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stops_[key] = stop;
+  }
+
+ private:
+  std::mutex mutex_;
+  std::map<Key, int64_t> stops_;
+};
+
+StopHints& Hints() {
+  static StopHints* hints = new StopHints();
+  return *hints;
+}
+
+// The iterations of the next chunk after `done`: with a hint h of the stop,
+// to h − m, then to h + m (m = max(2, h/16)), then `chunk` at a time;
+// without one, `chunk` at a time.
+int64_t NextChunk(int64_t done, int64_t hint, int64_t chunk) {
+  if (hint <= 0) return chunk;
+  const int64_t margin = std::max<int64_t>(2, hint / 16);
+  if (done == 0) return std::max<int64_t>(1, hint - margin);
+  if (done < hint + margin) return hint + margin - done;
+  return chunk;
+}
+
 ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
                   ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> p,
                   ffi::Buffer<ffi::F32> start, ffi::Buffer<ffi::F32> tau,
@@ -225,7 +268,7 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
                   ffi::ResultBuffer<ffi::S32> iterations, int64_t rows,
                   int64_t groups, int64_t cols, int64_t block,
                   int64_t max_iters, int64_t chunk, float rtol,
-                  float group_weight) {
+                  float group_weight, bool remember) {
   const int64_t size = rows * groups * cols;
   if (rows < 1 || groups < 1 || cols < 1 || block < 1 || max_iters < 1 ||
       chunk < 1 || a.element_count() != static_cast<size_t>(size) ||
@@ -261,13 +304,16 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
       };
     });
   };
+  const StopHints::Key key{rows, groups, cols, max_iters};
+  const int64_t hint = remember ? Hints().Get(key) : 0;
   const float* from = leaf.start;
   float* to = out;
   std::vector<float> q;  // the leaf's Q after each iteration
   int64_t stop = 0;
   while (stop == 0) {
     const int64_t done = q.size();
-    const int64_t count = std::min(chunk, max_iters - done);
+    const int64_t count =
+        std::min(NextChunk(done, hint, chunk), max_iters - done);
     sweep(from, to, count, done == 0);
     if (done == 0 &&
         std::none_of(active.begin(), active.end(), [](uint8_t x) { return x; })) {
@@ -291,6 +337,7 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
       to = to == out ? spare->data() : out;
     }
   }
+  if (remember && stop > 0) Hints().Set(key, stop);
   if (to != out) std::memcpy(out, to, size * sizeof(float));
   Buffers().Give(std::move(spare));
   *iterations->typed_data() = static_cast<int32_t>(stop);
@@ -316,4 +363,5 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgLeaf, PgLeaf,
                                   .Attr<int64_t>("max_iters")
                                   .Attr<int64_t>("chunk")
                                   .Attr<float>("rtol")
-                                  .Attr<float>("group_weight"));
+                                  .Attr<float>("group_weight")
+                                  .Attr<bool>("remember"));
