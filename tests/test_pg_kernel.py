@@ -185,6 +185,14 @@ def test_pg_solver_takes_the_kernel_on_a_cpu_only_where_it_applies():
                                  jnp.asarray(z0, jnp.float64))
   l1 = GroupNorm((), 1)
   assert target not in lowered(ro.pg_solver(), penalty=l1)
+  # The platform is chosen at lowering: for a GPU, the XLA path.
+  allow = [jax.export.DisabledSafetyCheck.custom_call(cpu_kernel.PG_TARGET)]
+  solve = jax.jit(lambda s, z: ro.pg_solver().solve(penalty, s, z, 1))
+  calls = {platform: jax.export.export(
+      solve, platforms=[platform], disabled_checks=allow)(
+          sub, z0).mlir_module().count(target)
+           for platform in ("cpu", "cuda")}
+  assert calls == {"cpu": 1, "cuda": 0}
 
 
 @pytest.mark.parametrize("tau", [0.0, 0.05])
