@@ -16,12 +16,13 @@
 // while a block's iterations need nothing from other blocks. So the leaf
 // runs in chunks of iterations: every block runs the chunk's iterations in
 // cache, recording its Q after each, and writes its last iterate to a
-// second buffer; the groups' records, summed in group order, then give the
-// leaf's test (the same sums whatever the blocks and chunks). Where the
-// leaf stops inside a chunk, its blocks rerun from the chunk's first
-// iterate, kept in the other buffer, to the stopping iteration. One pass over a block's entries makes an iteration: it scales
-// the previous gradient step by its group's prox factor, adds the entry's
-// term of Q to the group's sum, and takes the next gradient step.
+// second buffer; the blocks' records, summed in block order, then give the
+// leaf's test (the same sums whatever the chunks). Where the leaf stops
+// inside a chunk, its blocks rerun from the chunk's first iterate, kept in
+// the other buffer, to the stopping iteration. One pass over a group's
+// entries makes an iteration: it scales the previous gradient step by the
+// group's prox factor, adds the entries' terms of Q to the group's sum,
+// and takes the next gradient step.
 //
 // References: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 2 and
 // App. A.1. The arithmetic follows ramda_optax's XLA path
@@ -183,17 +184,15 @@ inline void Done() {
 }
 
 // Runs `count` iterations of groups [g0, g1) from the iterate `from` and
-// writes the last to `to`; q[g·stride + i] gets group g's Q after
-// iteration i + 1 (0 for a screened group).
+// writes the last to `to`; q[i] gets the block's Q after iteration i + 1,
+// summed over its groups in order (screened groups add nothing).
 template <bool screen>
 void RunBlock(const Leaf& leaf, int64_t g0, int64_t g1, const float* from,
-              float* to, int64_t count, double* q, int64_t stride,
-              Scratch& s) {
+              float* to, int64_t count, double* q, Scratch& s) {
   Gather<screen>(leaf, g0, g1, from, s);
   const int64_t n = g1 - g0, per = leaf.rows * leaf.cols, cols = leaf.cols;
+  std::fill(q, q + count, 0.0);
   for (int64_t k = 0; k < n; ++k) {
-    double* qk = q + (g0 + k) * stride;
-    std::fill(qk, qk + count, 0.0);
     if (!leaf.active[g0 + k]) continue;
     const float eta = leaf.step[g0 + k];
     float* y = &s.y[k * per];
@@ -203,7 +202,7 @@ void RunBlock(const Leaf& leaf, int64_t g0, int64_t g1, const float* from,
       const float smooth =
           i < count ? Pass<false>(c, eta, per, a, v, p, y, norm2)
                     : Pass<true>(c, eta, per, a, v, p, y, norm2);
-      if (i > 0) qk[i - 1] = static_cast<double>(smooth) + penalty;
+      if (i > 0) q[i - 1] += static_cast<double>(smooth) + penalty;
       if (i < count) c = Shrink(leaf, eta, std::sqrt(norm2), penalty);
     }
   }
@@ -322,20 +321,20 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
   const int64_t per = rows * cols, blocks = (groups + leaf.block - 1) / leaf.block;
   auto spare = Buffers().Take(size);
   float* out = theta->typed_data();
-  // Per group, its Q after each iteration of the current chunk.
-  std::vector<double> records(groups * max_iters);
+  // Per block, its Q after each iteration of the current chunk.
+  std::vector<double> records;
   // Runs `count` iterations of every block from `from` into `to`.
   auto sweep = [&](const float* from, float* to, int64_t count, bool screen) {
+    records.assign(blocks * count, 0.0);
     ParallelFor(pool, blocks, [&]() {
-      Scratch& s = Scratch::OfThread(per * leaf.block);
-      return [&](int64_t i) {
+      Scratch* s = &Scratch::OfThread(per * leaf.block);
+      return [&, s](int64_t i) {
         const int64_t g0 = i * leaf.block, g1 = std::min(groups, g0 + leaf.block);
+        double* q = &records[i * count];
         if (screen) {
-          RunBlock<true>(leaf, g0, g1, from, to, count, records.data(),
-                         max_iters, s);
+          RunBlock<true>(leaf, g0, g1, from, to, count, q, *s);
         } else {
-          RunBlock<false>(leaf, g0, g1, from, to, count, records.data(),
-                          max_iters, s);
+          RunBlock<false>(leaf, g0, g1, from, to, count, q, *s);
         }
       };
     });
@@ -357,7 +356,7 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
     }
     for (int64_t i = 0; i < count && stop == 0; ++i) {
       double sum = 0;
-      for (int64_t g = 0; g < groups; ++g) sum += records[g * max_iters + i];
+      for (int64_t b = 0; b < blocks; ++b) sum += records[b * count + i];
       q.push_back(static_cast<float>(sum));
       const int64_t j = q.size();
       if ((j >= 2 && (q[j - 2] - q[j - 1]) / (std::fabs(q[j - 1]) + 1.0f) <
