@@ -27,6 +27,7 @@ from benchmarks.models import LeNet
 
 SOLVERS = {
     "pg (paper's per-leaf rule)": ro.pg_solver(),
+    "pg (paper's rule), XLA path": ro.pg_solver(backend="xla"),
     "pg, 1 MiB blocks": ro.pg_solver(block_bytes=2**20),
     "pg, 32 KiB blocks": ro.pg_solver(block_bytes=32 * 1024),
     "pg, 8 KiB blocks": ro.pg_solver(block_bytes=8 * 1024),

@@ -53,7 +53,7 @@ using ramda_optax::ParallelFor;
 
 struct Leaf {
   int64_t rows, groups, cols, block;  // (A, G, B), groups per block
-  float tau, kappa;                   // τ, κ = τ √|g|
+  float kappa;                        // κ = τ √|g|
   const float *a, *v, *p, *start;     // the subproblem and z⁰
   uint8_t* active;                    // per group: not screened
   float* step;                        // per group: η_g (0 where max P <= 0)
@@ -313,12 +313,11 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
   const float t = *tau.typed_data();
   std::vector<uint8_t> active(groups);
   std::vector<float> step(groups);
-  Leaf leaf{rows,          groups,          cols,
-            std::min(block, groups),        t,
-            t * group_weight,               a.typed_data(),
-            v.typed_data(), p.typed_data(), start.typed_data(),
-            active.data(), step.data()};
-  const int64_t per = rows * cols, blocks = (groups + leaf.block - 1) / leaf.block;
+  Leaf leaf{rows, groups, cols, std::min(block, groups), t * group_weight,
+            a.typed_data(), v.typed_data(), p.typed_data(),
+            start.typed_data(), active.data(), step.data()};
+  const int64_t per = rows * cols;
+  const int64_t blocks = (groups + leaf.block - 1) / leaf.block;
   auto spare = Buffers().Take(size);
   float* out = theta->typed_data();
   // Per block, its Q after each iteration of the current chunk.
@@ -329,7 +328,8 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
     ParallelFor(pool, blocks, [&]() {
       Scratch* s = &Scratch::OfThread(per * leaf.block);
       return [&, s](int64_t i) {
-        const int64_t g0 = i * leaf.block, g1 = std::min(groups, g0 + leaf.block);
+        const int64_t g0 = i * leaf.block;
+        const int64_t g1 = std::min(groups, g0 + leaf.block);
         double* q = &records[i * count];
         if (screen) {
           RunBlock<true>(leaf, g0, g1, from, to, count, q, *s);
@@ -350,8 +350,8 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
     const int64_t count =
         std::min(NextChunk(done, hint, chunk), max_iters - done);
     sweep(from, to, count, done == 0);
-    if (done == 0 &&
-        std::none_of(active.begin(), active.end(), [](uint8_t x) { return x; })) {
+    if (done == 0 && std::none_of(active.begin(), active.end(),
+                                  [](uint8_t x) { return x != 0; })) {
       break;  // every group screened: θ̂ = 0, no iteration
     }
     for (int64_t i = 0; i < count && stop == 0; ++i) {
