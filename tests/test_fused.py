@@ -136,8 +136,8 @@ def test_blocks_are_updated_in_place(method, solver):
   """Every optimizer's blocked step copies no leaf-sized buffer but the
   gradients (the update is built in them, and the step does not own
   them): the state is updated in place, block by block, and its scratch
-  is one leaf and a few blocks, where the whole-leaf step keeps several
-  leaf-sized temporaries."""
+  is one leaf and a few blocks, where the whole-leaf step on the XLA path
+  keeps several leaf-sized temporaries."""
   shape = (3, 3, 32, 64)
   reg = ro.group_lasso(1e-4, {"k": (0, 1, 3)})
   blocked = _compiled_step(
@@ -145,6 +145,7 @@ def test_blocks_are_updated_in_place(method, solver):
   leaf_copy = re.compile(r"= f32\[3,3,32,64\]\S* copy\(")
   assert len(leaf_copy.findall(blocked.as_text())) == 1
   scratch = blocked.memory_analysis().temp_size_in_bytes
-  whole = _compiled_step(method(1e-2, regularizer=reg, solver=solver()),
-                         shape).memory_analysis().temp_size_in_bytes
+  whole = _compiled_step(
+      method(1e-2, regularizer=reg, solver=solver(backend="xla")),
+      shape).memory_analysis().temp_size_in_bytes
   assert scratch <= 4 * np.prod(shape) + 16 * 4096 < whole
