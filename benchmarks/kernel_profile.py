@@ -67,7 +67,18 @@ def profile(opt, init, grads, steps: int) -> dict:
     with gzip.open(path) as f:
       kernels = kernel_times(json.load(f))
   return {"wall_ms": 1e3 * float(np.median(times[1:])),
-          "kernel_ms": sum(t for _, t in kernels.values()) / 1e3 / steps,
+          **per_step(kernels, steps)}
+
+
+def per_step(kernels: dict[str, tuple[int, float]], steps: int) -> dict:
+  """A trace's kernels (:func:`kernel_times`) per step: device time (ms),
+  launches, the part of the time in copies (``memcpy`` kernels: the scan's
+  slices of the stacked gradients that Pallas calls take as buffers, which a
+  training step does not copy), and each kernel's launches and µs, most
+  time first."""
+  return {"kernel_ms": sum(t for _, t in kernels.values()) / 1e3 / steps,
+          "copy_ms": sum(t for name, (_, t) in kernels.items()
+                         if "memcpy" in name.lower()) / 1e3 / steps,
           "launches": sum(n for n, _ in kernels.values()) / steps,
           "kernels": {k: (n / steps, t / steps) for k, (n, t) in sorted(
               kernels.items(), key=lambda item: -item[1][1])}}
@@ -102,8 +113,8 @@ def main():
     finally:
       group_kernels.ENTRIES_PER_THREAD = default
     print(f"{spec:28s} {r['wall_ms']:7.3f} ms per step, kernels "
-          f"{r['kernel_ms']:.3f} ms in {r['launches']:.0f} launches",
-          flush=True)
+          f"{r['kernel_ms']:.3f} ms in {r['launches']:.0f} launches "
+          f"(copies {r['copy_ms']:.3f} ms)", flush=True)
     for kernel, (n, t) in list(r["kernels"].items())[:args.top]:
       print(f"    {t:8.1f} µs  {n:5.1f}×  {kernel}", flush=True)
   if args.json:

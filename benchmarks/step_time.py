@@ -18,7 +18,9 @@ Every variant is timed beside an optax.adam run, their steps taken in turn
 iterations are reported per regularized leaf and step. ``--device-loop``
 times the early regime without the host: each start's steps are recorded,
 then replayed as one compiled scan (on an accelerator, the device's time
-without each call's dispatch), each variant right after an Adam run.
+without each call's dispatch); a variant's and Adam's replays run in turn,
+``--rounds`` of each per start, and the ratio is the median of each
+replay's to Adam's beside it.
 ``--training-step`` times the whole training step of the CNN demo
 instead (forward, backward, update), each variant's steps in turn with
 Adam's, and gives the median of their step-by-step ratios.
@@ -31,6 +33,7 @@ import json
 import math
 import time
 from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -275,15 +278,28 @@ def scanned_steps(opt) -> tuple[Callable, Callable]:
   return step, replay
 
 
+class DeviceLoop(NamedTuple):
+  """The early regime of an optimizer with the host out of the loop
+  (:func:`device_loop`): ``start()`` and the scratch of the replay and of
+  one step."""
+  start: Callable[[], tuple[Callable[[int], float], list[float]]]
+  temp_bytes: int | None
+  step_temp_bytes: int | None
+
+
 def device_loop(opt, init, grad_fn, regularized: np.ndarray,
-                steps: int) -> Callable[[int], dict]:
-  """A timer of ``opt`` in the early regime with the host out of the loop,
-  compiled once: each start first runs its ``steps`` steps one by one,
-  recording their gradients (untimed), then replays them from the same
-  fresh state as one compiled ``lax.scan`` of updates (timed). On an
-  accelerator this is the device's time per step, without per-call
-  dispatch and without the gradients' cost, as in a training loop that
-  does not wait for each step. The timer takes the number of starts."""
+                steps: int) -> DeviceLoop:
+  """The early regime of ``opt`` with the host out of the loop, compiled
+  once. Each call of ``start`` starts afresh: it runs ``steps`` steps one by one,
+  recording their gradients and inner iterations per regularized leaf
+  (untimed), and returns ``(replay, iterations)``; ``replay(n)`` replays
+  the recorded steps from the same fresh state as one compiled ``lax.scan``
+  of updates and returns the seconds per step. On an accelerator this is
+  the device's time per step, without per-call dispatch and without the
+  gradients' cost, as in a training loop that does not wait for each step.
+  ``temp_bytes`` is the replay's scratch (on a GPU, with the copies of the
+  gradients' slices that kernels take as operands), ``step_temp_bytes``
+  one step's, as :func:`time_variants` reports it."""
   step, replay = scanned_steps(opt)
   fresh = lambda: jax.tree.map(jnp.copy, init)
   grads0 = grad_fn(init, 0)
@@ -293,33 +309,56 @@ def device_loop(opt, init, grad_fn, regularized: np.ndarray,
   many = jax.jit(replay, donate_argnums=(0, 1)).lower(
       fresh(), opt.init(fresh()), stacked).compile()
 
-  def timer(starts: int) -> dict:
-    times, iters = [], []
-    for _ in range(starts):
-      params, state, recorded = fresh(), opt.init(fresh()), []
-      for n in range(steps):
-        recorded.append(grad_fn(params, n))
-        params, state = one(params, state, recorded[-1])
-        if isinstance(state, (ro.RamdaState, ro.ProximalState)):
-          iters.append(np.asarray(state.inner_iters)[regularized].mean())
-      grads = jax.block_until_ready(
-          jax.tree.map(lambda *g: jnp.stack(g), *recorded))
-      del recorded
-      params, state = fresh(), opt.init(fresh())
-      start = time.perf_counter()
-      jax.block_until_ready(many(params, state, grads))
-      times.append((time.perf_counter() - start) / steps)
-    return {"time_s": float(np.mean(times)),
-            "inner_iters_per_leaf": float(np.mean(iters)) if iters else None,
-            # The replay's scratch (on a GPU, with the copies of the
-            # gradients' slices that kernels take as operands), and one
-            # step's, as time_variants reports it.
-            "temp_bytes": getattr(many.memory_analysis(), "temp_size_in_bytes",
-                                  None),
-            "step_temp_bytes": getattr(one.memory_analysis(),
-                                       "temp_size_in_bytes", None)}
+  def start():
+    params, state, recorded, iters = fresh(), opt.init(fresh()), [], []
+    for n in range(steps):
+      recorded.append(grad_fn(params, n))
+      params, state = one(params, state, recorded[-1])
+      if isinstance(state, (ro.RamdaState, ro.ProximalState)):
+        iters.append(float(np.asarray(state.inner_iters)[regularized].mean()))
+    grads = jax.block_until_ready(
+        jax.tree.map(lambda *g: jnp.stack(g), *recorded))
+    del recorded, params, state
 
-  return timer
+    def run(n):
+      del n
+      params, state = jax.block_until_ready((fresh(), opt.init(fresh())))
+      begin = time.perf_counter()
+      jax.block_until_ready(many(params, state, grads))
+      return (time.perf_counter() - begin) / steps
+
+    return run, iters
+
+  scratch = lambda c: getattr(c.memory_analysis(), "temp_size_in_bytes", None)
+  return DeviceLoop(start, scratch(many), scratch(one))
+
+
+def time_device_loops(opts: Sequence[optax.GradientTransformation], init,
+                      grad_fn, regularized: np.ndarray, steps: int,
+                      starts: int, rounds: int) -> list[dict]:
+  """Times each of ``opts`` by :func:`device_loop`: per start, every
+  optimizer records its steps, then their replays run in turn for
+  ``rounds`` rounds after one untimed round (:func:`interleaved`). Each
+  result holds the median replay's seconds per step and every replay's
+  (``times_s``, round by round, start after start), so that paired ratios
+  come from replays taken one after the other."""
+  loops = [device_loop(opt, init, grad_fn, regularized, steps)
+           for opt in opts]
+  times = [[] for _ in opts]
+  iters = [[] for _ in opts]
+  for _ in range(starts):
+    replays = []
+    for i, loop in enumerate(loops):
+      replay, it = loop.start()
+      replays.append(replay)
+      iters[i] += it
+    for i, t in enumerate(interleaved(replays, 1, rounds)):
+      times[i] += t
+  return [{"time_s": float(np.median(t)), "times_s": t,
+           "inner_iters_per_leaf": float(np.mean(it)) if it else None,
+           "temp_bytes": loop.temp_bytes,
+           "step_temp_bytes": loop.step_temp_bytes}
+          for t, it, loop in zip(times, iters, loops)]
 
 
 def interleaved(steps: Sequence[Callable[[int], float]], warmup: int,
@@ -383,6 +422,9 @@ def main():
   parser.add_argument("--device-loop", action="store_true",
                       help="early regime, each start's recorded gradients "
                            "replayed as one compiled scan (for GPUs)")
+  parser.add_argument("--rounds", type=int, default=5,
+                      help="device loop: replays per start of each variant "
+                           "and of Adam, in turn")
   parser.add_argument("--no-donate", action="store_true",
                       help="do not donate params and state to the step "
                            "(every variant, Adam included)")
@@ -414,10 +456,9 @@ def main():
         f"{jax.devices()[0].device_kind}, {regime} regime, "
         f"λ = {args.strength:g}")
   if args.device_loop:
-    adam_timer = device_loop(make("adam"), init, grad_fn, regularized,
-                             args.steps)
-    timed = lambda name: (adam_timer(args.starts), device_loop(
-        make(name), init, grad_fn, regularized, args.steps)(args.starts))
+    timed = lambda name: time_device_loops(
+        [make("adam"), make(name)], init, grad_fn, regularized, args.steps,
+        args.starts, args.rounds)
   else:
     timed = lambda name: time_variants(
         [make("adam"), make(name)], init, grad_fn, regularized, args.regime,
@@ -426,6 +467,15 @@ def main():
   for name in names:
     adam, r = timed(name)
     r["adam_time_s"] = adam["time_s"]
+    if args.device_loop:
+      # Each replay against Adam's just before or after it.
+      r["ratio"] = float(np.median(np.asarray(r["times_s"])
+                                   / np.asarray(adam["times_s"])))
+      span = (f"; Adam {1e3 * min(adam['times_s']):.3f} to "
+              f"{1e3 * max(adam['times_s']):.3f} ms over its replays")
+    else:
+      r["ratio"] = r["time_s"] / adam["time_s"]
+      span = ""
     results[name] = r
     its = r["inner_iters_per_leaf"]
     its = "" if its is None else f"   inner iters per leaf and step {its:5.1f}"
@@ -433,7 +483,7 @@ def main():
     if r.get("step_temp_bytes") is not None:
       temp += f" (one step {r['step_temp_bytes'] / 2**20:.1f} MiB)"
     print(f"{name:16s} {1e3 * r['time_s']:9.3f} ms   "
-          f"{r['time_s'] / adam['time_s']:6.2f}x adam ({1e3 * adam['time_s']:.3f} ms)"
+          f"{r['ratio']:6.2f}x adam ({1e3 * adam['time_s']:.3f} ms{span})"
           f"{temp}{its}", flush=True)
   if args.json:
     with open(args.json, "w") as f:

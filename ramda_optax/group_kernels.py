@@ -153,24 +153,41 @@ def _step_kernel(body: Callable, view: View, groups: int, root: int,
       u = decay2 * u + weight2 * (g * g)
       store(v_out, r, v)
       store(u_out, r, u)
-      w = load(w_ref, r) if restarts or delta else None
       a = load(a_ref, r)
       if restarts:
+        w = load(w_ref, r)
         a = jnp.where(restart, w, a)
         store(a_out, r, a)
+        params.append(w)
       anchors.append(a)
       linears.append(linear * v)
       metrics.append(_root(root, scale * u) + damping)
       starts.append(load(z_ref, r))
-      params.append(w)
+
+    def output(r, theta):
+      # W is read here where no restart read it above, so that it does not
+      # hold registers through the solve.
+      if delta:
+        theta = theta - (params[r] if restarts else load(w_ref, r))
+      store(theta_ref, r, theta)
+
+    regularized = tau > 0
+
+    @pl.when(jnp.logical_not(regularized))
+    def _():
+      # τ = 0 (no iteration runs): the closed form a − v/P, written before
+      # the solve so that a and v are not held through it.
+      for r in range(view[0]):
+        output(r, anchors[r] - _numerics.safe_divide(linears[r], metrics[r]))
+
     theta, iters = body(tau, [anchors, linears, metrics, starts],
                         share.astype(tau.dtype))
-    regularized = tau > 0
-    for r in range(view[0]):
-      # τ = 0 (no iteration ran): the closed form a − v/P.
-      t = jnp.where(regularized, theta[r], anchors[r] - _numerics.safe_divide(
-          linears[r], metrics[r]))
-      store(theta_ref, r, t - params[r] if delta else t)
+
+    @pl.when(regularized)
+    def _():
+      for r in range(view[0]):
+        output(r, theta[r])
+
     # (A product, not a select: Triton's lowering of a select between an
     # int32 loop result and a literal fails to verify.)
     iters_ref[pl.program_id(0)] = iters * regularized.astype(iters.dtype)
@@ -244,9 +261,8 @@ def _newton_body(weight: float, max_iters: int, warm_start: bool):
     a, v, p, z0 = rows
     rtol = jnp.sqrt(jnp.finfo(tau.dtype).eps)
     b = [pi * ai - vi for pi, ai, vi in zip(p, a, v)]
-    b2 = [x * x for x in b]
     kappa = tau * weight
-    norm_b = jnp.sqrt(_group_sum(b2))
+    norm_b = jnp.sqrt(_group_sum([x * x for x in b]))
     active = norm_b > kappa
     lower = jnp.where(
         active, _numerics.safe_divide(norm_b - kappa, _group_max(p)), 0)
@@ -257,9 +273,10 @@ def _newton_body(weight: float, max_iters: int, warm_start: bool):
     def newton(carry):
       j, r, running = carry
       inv = [1 / (pi * r[:, None] + kappa) for pi in p]
-      b2_inv2 = [x * i * i for x, i in zip(b2, inv)]
-      f = _group_sum(b2_inv2) - 1
-      df = 2 * _group_sum([x * pi * i for x, pi, i in zip(b2_inv2, p, inv)])
+      # (b/(P r + κ))², from b and P alone: b² is not held through the loop.
+      x2 = [(bi * i) * (bi * i) for bi, i in zip(b, inv)]
+      f = _group_sum(x2) - 1
+      df = 2 * _group_sum([x * pi * i for x, pi, i in zip(x2, p, inv)])
       delta = _numerics.safe_divide(f, df)
       r_new = jnp.where(running, jnp.maximum(r + delta, lower), r)
       moved = (jnp.abs(delta) > rtol * r) & ((j == 0) | (delta > 0))

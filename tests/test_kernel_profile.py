@@ -19,8 +19,12 @@ def test_kernel_times_sum_device_kernels_only():
       {"ph": "X", "pid": 2, "name": "kernel__7", "dur": 999.0, "ts": 0},
       {"ph": "i", "pid": 1, "name": "marker", "ts": 5},
   ]}
-  assert kernel_profile.kernel_times(trace) == {
-      "kernel__7": (2, 90.0), "memcpy128": (1, 6.5)}
+  kernels = kernel_profile.kernel_times(trace)
+  assert kernels == {"kernel__7": (2, 90.0), "memcpy128": (1, 6.5)}
+  step = kernel_profile.per_step(kernels, steps=2)
+  assert step["kernel_ms"] == 96.5 / 2e3 and step["copy_ms"] == 6.5 / 2e3
+  assert step["launches"] == 1.5
+  assert list(step["kernels"]) == ["kernel__7", "memcpy128"]
 
 
 def test_profile_times_the_scanned_steps():
@@ -34,3 +38,4 @@ def test_profile_times_the_scanned_steps():
   r = kernel_profile.profile(opt, init, grads, steps=2)
   assert r["wall_ms"] > 0
   assert r["kernels"] == {} and r["kernel_ms"] == 0 and r["launches"] == 0
+  assert r["copy_ms"] == 0

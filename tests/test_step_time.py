@@ -53,16 +53,20 @@ def test_variants_timed_in_turn_keep_their_own_steps():
 def test_device_loop_times_the_early_regime():
   """The device loop records and replays the early regime's steps: the
   same inner iterations, and one step the same scratch, as the step-by-step
-  timing of the same starts."""
+  timing of the same starts; each start's replays of every optimizer are
+  timed in turn, round by round."""
   init, grad_fn = step_time.problem(SHAPES, GROUPS)
   regularized = step_time._regularized_leaves(GROUPS, init)
-  opt = step_time.variants(GROUPS, 1e-4)["ramda_pg"]()
-  timer = step_time.device_loop(opt, init, grad_fn, regularized, steps=3)
-  looped = timer(2)
+  opts = step_time.variants(GROUPS, 1e-4)
+  adam, looped = step_time.time_device_loops(
+      [opts["adam"](), opts["ramda_pg"]()], init, grad_fn, regularized,
+      steps=3, starts=2, rounds=3)
   stepped = _time("ramda_pg", "early")
   assert looped["inner_iters_per_leaf"] == stepped["inner_iters_per_leaf"] > 0
+  assert adam["inner_iters_per_leaf"] is None
   assert looped["step_temp_bytes"] == stepped["temp_bytes"]
-  assert looped["time_s"] > 0
+  assert len(adam["times_s"]) == len(looped["times_s"]) == 2 * 3
+  assert looped["time_s"] == np.median(looped["times_s"]) > 0
 
 
 def test_floors_read_and_write_like_a_dual_averaging_step():
