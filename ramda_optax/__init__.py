@@ -9,7 +9,8 @@ and its building blocks, one module per stage of a step:
 
 run leaf by leaf, or in cache-sized blocks of whole groups (``fused``,
 ``blocks``; the solve as one Pallas program per block: ``group_kernels``;
-RAMDA's whole step as a compiled CPU kernel: ``cpu_kernel``), with the
+RAMDA's whole step as a compiled CPU kernel: ``cpu_kernel``; the kernels
+on each device's shard under SPMD: ``partitioning``), with the
 regularizers ψ (``regularizers``, aligned with params by ``layouts``), the
 schedule (``schedules``) and state inspection (``inspection``). Flax
 tooling (``groups``, ``compaction``), metrics (``structure``,
@@ -30,6 +31,7 @@ from ramda_optax import groups
 from ramda_optax import identification
 from ramda_optax import inspection
 from ramda_optax import layouts
+from ramda_optax import partitioning
 from ramda_optax import proximal
 from ramda_optax import regularizers
 from ramda_optax import schedules
@@ -145,6 +147,7 @@ __all__ = (
     "model_cost",
     "nonfinite_leaves",
     "nuclear_norm",
+    "partitioning",
     "pg_solver",
     "prox_sgd",
     "prox_solver",

@@ -26,7 +26,9 @@ from jax import lax
 from ramda_optax import blocks
 from ramda_optax import cpu_kernel
 from ramda_optax import group_kernels
+from ramda_optax import partitioning
 from ramda_optax import solvers
+from ramda_optax.partitioning import GroupStep
 from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.statistics import Statistics
 from ramda_optax.subproblem import Subproblem
@@ -44,10 +46,6 @@ Kernel = Callable[[LeafPenalty | None, tuple[jax.Array, ...],
                   tuple[tuple[jax.Array, ...], jax.Array] | None]
 
 
-# The kernel's step of one leaf: (arrays, coefficients, restart, *, root,
-# delta) -> (V, U, anchor or None, θ̂ or θ̂ − W, iterations), as
-# :func:`ramda_optax.cpu_kernel.group_step` takes and returns them.
-GroupStep = Callable[..., tuple[jax.Array, ...]]
 # Platforms on which the Pallas kernel compiles (through Triton).
 PALLAS_PLATFORMS = ("cuda", "rocm")
 
@@ -72,26 +70,32 @@ def kernel_selected(solver: Any, statistics: Statistics) -> bool:
                               and isinstance(solver, solvers.ExactSolver)))
 
 
-def _cpu_step(solver: Any, view, penalty) -> GroupStep:
+# Each kernel's step takes the view of the arrays it is given, which under
+# SPMD are a device's shard (partitioning.by_shards).
+
+
+def _cpu_step(solver: Any, penalty) -> GroupStep:
   def step(arrays, coefficients, restart, *, root, delta):
     return cpu_kernel.group_step(
-        view, penalty, arrays, coefficients, restart, root=root, delta=delta,
+        cpu_kernel.leaf_view(penalty, arrays[0].shape), penalty, arrays,
+        coefficients, restart, root=root, delta=delta,
         max_iters=solver.max_iters, warm_start=solver.warm_start,
         block_bytes=solver.block_bytes)
-  return step
+  return partitioning.by_shards(step, penalty)
 
 
-def _pallas_step(solver: Any, view, penalty,
+def _pallas_step(solver: Any, penalty,
                  interpret: bool | None) -> GroupStep:
   def step(arrays, coefficients, restart, *, root, delta):
     return group_kernels.fused_step(
-        view, penalty, arrays, coefficients, restart, root=root, delta=delta,
+        group_kernels.leaf_view(penalty, arrays[0].shape), penalty, arrays,
+        coefficients, restart, root=root, delta=delta,
         block_bytes=solver.block_bytes,
         max_iters=solver.max_iters,
         newton=isinstance(solver, solvers.ExactSolver),
         warm_start=getattr(solver, "warm_start", True),
         rtol=getattr(solver, "rtol", 0.0), interpret=interpret)
-  return step
+  return partitioning.by_shards(step, penalty)
 
 
 def run_kernel(
@@ -118,15 +122,15 @@ def run_kernel(
   if backend in ("cpu", "kernel"):
     view = cpu_kernel.leaf_takes(penalty, arrays)
     if view is not None:
-      branches["cpu"] = lambda: compiled(_cpu_step(solver, view, penalty))
+      branches["cpu"] = lambda: compiled(_cpu_step(solver, penalty))
   pallas = backend == "pallas" or (backend == "kernel" and gpu_in_use())
   if pallas and penalty is not None and len({x.dtype for x in arrays}) == 1:
     view = group_kernels.leaf_view(penalty, arrays[0].shape)
     if view is not None:
       if backend == "pallas":
-        return compiled(_pallas_step(solver, view, penalty, None))
+        return compiled(_pallas_step(solver, penalty, None))
       # Lowered for a GPU only: compiled, wherever it is traced.
-      step = lambda: compiled(_pallas_step(solver, view, penalty, False))
+      step = lambda: compiled(_pallas_step(solver, penalty, False))
       branches.update({name: step for name in PALLAS_PLATFORMS})
   if not branches:
     return None

@@ -2,10 +2,14 @@
 
 Run by tests/test_sharding.py in a subprocess with
 XLA_FLAGS=--xla_force_host_platform_device_count=8; exits non-zero on a
-mismatch. It runs in float64: sharding changes the order of the gradient
-reductions, and in float32 the PG solver's relative-decrease rule (rtol 1e-8,
-below float32's resolution) turns those roundings into different iteration
-counts; in float64 the trajectories agree to 1e-6 as they should.
+mismatch. The training runs in float64: sharding changes the order of the
+gradient reductions, and in float32 the PG solver's relative-decrease rule
+(rtol 1e-8, below float32's resolution) turns those roundings into
+different iteration counts; in float64 the trajectories agree to 1e-6 as
+they should. The kernels' steps (float32: the CPU kernel, the Pallas
+kernel in its interpreter) are checked on given gradients: on shards that
+hold whole groups each device steps its own shard, with no gather, bit for
+bit as one device; where a sharding cuts groups the leaf is gathered.
 """
 
 import os
@@ -99,8 +103,72 @@ def train(opt, params, batches, param_sh=None, batch_sh=None, mesh=None):
   return params, state
 
 
+KERNEL_GROUPS = {"conv": {"kernel": (0, 1, 3), "bias": None},
+                 "dense": {"kernel": (1,), "bias": None}}
+
+
+def kernel_steps(opt, params, grads, shardings=None):
+  """Three jitted updates of ``opt`` on float32 ``grads``, sharded by
+  ``shardings`` if given; returns params, state and the compiled update's
+  HLO text."""
+  if shardings is not None:
+    params = jax.device_put(params, shardings)
+    grads = [jax.device_put(g, shardings) for g in grads]
+  state = opt.init(params)
+
+  def step(params, state, g):
+    updates, state = opt.update(g, state, params)
+    return optax.apply_updates(params, updates), state
+
+  step = jax.jit(step)
+  hlo = step.lower(params, state, grads[0]).compile().as_text()
+  for g in grads:
+    params, state = jax.block_until_ready(step(params, state, g))
+  return params, state, hlo
+
+
+def check_kernel_shards():
+  rng = np.random.default_rng(1)
+  shapes = {"conv": {"kernel": (3, 3, 8, 16), "bias": (16,)},
+            "dense": {"kernel": (64, 32), "bias": (32,)}}
+  f32 = lambda: jax.tree.map(
+      lambda shape: jnp.asarray(rng.normal(size=shape), jnp.float32), shapes,
+      is_leaf=lambda x: isinstance(x, tuple))
+  params, grads = f32(), [f32() for _ in range(3)]
+  mesh = Mesh(np.array(jax.devices()), ("model",))
+  sharded = lambda specs: jax.tree.map(
+      lambda spec: NamedSharding(mesh, spec), specs,
+      is_leaf=lambda x: isinstance(x, P))
+  # Along the axis that indexes the groups (input channels, input
+  # features), and along the axis that every group spans.
+  whole = sharded({"conv": {"kernel": P(None, None, "model"), "bias": P("model")},
+                   "dense": {"kernel": P("model"), "bias": P("model")}})
+  cut = sharded({"conv": {"kernel": P(None, None, None, "model"), "bias": P()},
+                 "dense": {"kernel": P(None, "model"), "bias": P()}})
+  reg = ro.group_lasso(0.5, KERNEL_GROUPS)
+  for name, opt in {
+      "cpu kernel, ramda": ro.ramda(1e-1, regularizer=reg, restart_steps=(2,)),
+      "cpu kernel, proxgen": ro.proxgen(1e-1, regularizer=reg),
+      "pallas kernel, ramda": ro.ramda(1e-1, regularizer=reg, solver=ro.exact_solver(
+          block_bytes=256, backend="pallas"))}.items():
+    reference, ref_state, _ = kernel_steps(opt, params, grads)
+    assert int(np.max(ref_state.inner_iters)) > 0, name
+    for layout, shardings, gathers in (("whole groups", whole, False),
+                                       ("cut groups", cut, True)):
+      out, state, hlo = kernel_steps(opt, params, grads, shardings)
+      for a, b in zip(jax.tree.leaves((reference, ref_state)),
+                      jax.tree.leaves((out, state))):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a),
+                                      err_msg=f"{name}/{layout}")
+      for leaf, sh in zip(jax.tree.leaves(out), jax.tree.leaves(shardings)):
+        assert leaf.sharding.is_equivalent_to(sh, leaf.ndim), (name, layout)
+      assert ("all-gather" in hlo) == gathers, (name, layout)
+      print(f"{name}/{layout}: ok")
+
+
 def main():
   assert len(jax.devices()) == 8
+  check_kernel_shards()
   params = init_params(jax.random.key(0))
   rng = np.random.default_rng(0)
   batches = [(rng.normal(size=(32, 8, 8, 1)),

@@ -1,4 +1,5 @@
-"""Sharded multi-device training equals single-device training.
+"""Sharded multi-device training equals single-device training, and the
+kernels step each device's shard where the shards hold whole groups.
 
 The check runs in a subprocess with 8 simulated CPU devices
 (tests/multidevice.py), since XLA's device count is fixed at start-up.
@@ -21,5 +22,5 @@ def test_sharded_training_matches_single_device():
       [sys.executable, "-m", "tests.multidevice"], cwd=root, env=env,
       capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
-  # Six optimizers, two layouts each.
-  assert result.stdout.count(": ok") == 12 and "all ok" in result.stdout
+  # Three kernel steps and six optimizers, two layouts each.
+  assert result.stdout.count(": ok") == 18 and "all ok" in result.stdout

@@ -1,0 +1,115 @@
+"""A leaf's kernel step under SPMD: each device steps its own shard where
+the shards hold whole groups.
+
+The kernels of a leaf's step (the C++ step, the fused Pallas step) are
+custom calls, which XLA's partitioner cannot split: it would gather every
+operand and run the whole leaf on every device. The step acts entry by
+entry except for its sums over each group, so on a shard along axes that
+no group spans it is the step of that shard alone. :func:`by_shards` wraps
+a leaf's step in ``custom_partitioning``: the leaf keeps its sharding on
+those axes and is gathered on the others (which would cut groups), every
+device steps its shard, and the iterations, one count per shard, are
+maximised over the shards. Under ``vmap`` the step runs unpartitioned.
+
+Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Section 3 (the
+subproblem separates over the groups of ψ).
+"""
+
+import string
+from collections.abc import Callable, Sequence
+
+import jax
+import jax.numpy as jnp
+from jax.custom_batching import custom_vmap
+from jax.experimental.custom_partitioning import custom_partitioning
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec
+
+from ramda_optax.regularizers import LeafPenalty
+
+# The kernel's step of one leaf: (arrays, coefficients, restart, *, root,
+# delta) -> (V, U, anchor or None, θ̂ or θ̂ − W, iterations), as
+# :func:`ramda_optax.cpu_kernel.group_step` takes and returns them.
+GroupStep = Callable[..., tuple[jax.Array | None, ...]]
+
+
+def free_axes(penalty: LeafPenalty | None, ndim: int) -> tuple[int, ...]:
+  """The axes of a leaf that no group of ``penalty`` spans (all of them
+  without a penalty)."""
+  spanned = () if penalty is None else penalty.block_axes(ndim)
+  return tuple(d for d in range(ndim) if d not in spanned)
+
+
+def _kept(sharding, ndim: int, axes: Sequence[int]) -> PartitionSpec:
+  """``sharding``'s partition of a leaf on ``axes``, none on the others."""
+  spec = tuple(getattr(sharding, "spec", ()))
+  spec += (None,) * (ndim - len(spec))
+  return PartitionSpec(*(spec[d] if d in axes else None for d in range(ndim)))
+
+
+def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
+  """``step`` (a leaf's kernel step) run by each device on its shard of
+  the leaf along the axes no group spans; see the module docstring.
+
+  ``step`` must act on a shard as on a leaf of the shard's shape. Leaves
+  with no such axis (a group spanning the leaf, a scalar) run whole."""
+
+  def partitioned(arrays, coefficients, restart, *, root, delta):
+    ndim = arrays[0].ndim
+    axes = free_axes(penalty, ndim)
+    if not axes:
+      return step(arrays, coefficients, restart, root=root, delta=delta)
+    restarts = restart is not False
+    dtype = arrays[0].dtype
+    scalars = jnp.stack([jnp.asarray(x, dtype) for x in (
+        *coefficients, *((restart,) if restarts else ()))])
+    first = axes[0]
+
+    def local(*args):
+      *leaves, scalars = args
+      *results, iters = step(
+          tuple(leaves), tuple(scalars[i] for i in range(len(coefficients))),
+          scalars[-1] > 0 if restarts else False, root=root, delta=delta)
+      # One count per entry of the first free axis: an output that shards.
+      return (*(x for x in results if x is not None),
+              jnp.full((leaves[0].shape[first],), iters, jnp.int32))
+
+    def shardings(mesh, arg_shapes):
+      spec = _kept(arg_shapes[0].sharding, ndim, axes)
+      leaf = NamedSharding(mesh, spec)
+      count = NamedSharding(mesh, PartitionSpec(spec[first]))
+      return leaf, count, NamedSharding(mesh, PartitionSpec())
+
+    def infer(mesh, arg_shapes, result_shape):
+      leaf, count, _ = shardings(mesh, arg_shapes)
+      return (leaf,) * (len(result_shape) - 1) + (count,)
+
+    def partition(mesh, arg_shapes, result_shape):
+      leaf, count, replicated = shardings(mesh, arg_shapes)
+      return (mesh, local, (leaf,) * (len(result_shape) - 1) + (count,),
+              (leaf,) * len(arrays) + (replicated,))
+
+    letters = string.ascii_lowercase[:ndim]
+    dims = " ".join(letters)
+    outputs = len(jax.eval_shape(local, *arrays, scalars)) - 1
+    whole = custom_partitioning(local)
+    whole.def_partition(
+        partition, infer_sharding_from_operands=infer,
+        sharding_rule=(f"{', '.join([dims] * len(arrays))}, z -> "
+                       f"{', '.join([dims] * outputs)}, {letters[first]}"),
+        need_replication_factors=tuple(
+            [letters[d] for d in range(ndim) if d not in axes] + ["z"]))
+    batched = custom_vmap(lambda *args: whole(*args))
+
+    @batched.def_vmap
+    def _(axis_size, in_batched, *args):
+      del axis_size
+      out = jax.vmap(local, in_axes=[0 if b else None for b in in_batched])(
+          *args)
+      return out, jax.tree.map(lambda _: True, out)
+
+    v, u, *anchor, theta, counts = batched(*arrays, scalars)
+    return (v, u, anchor[0] if restarts else None, theta,
+            jnp.max(counts, axis=-1))
+
+  return partitioned
