@@ -31,6 +31,8 @@ from ramda_optax.regularizers import LeafPenalty
 # delta) -> (V, U, anchor or None, θ̂ or θ̂ − W, iterations), as
 # :func:`ramda_optax.cpu_kernel.group_step` takes and returns them.
 GroupStep = Callable[..., tuple[jax.Array | None, ...]]
+# The sharding rule's names of a leaf's axes; z names the scalars.
+_FACTORS = string.ascii_lowercase[:-1]
 
 
 def free_axes(penalty: LeafPenalty | None, ndim: int) -> tuple[int, ...]:
@@ -52,12 +54,13 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
   the leaf along the axes no group spans; see the module docstring.
 
   ``step`` must act on a shard as on a leaf of the shard's shape. Leaves
-  with no such axis (a group spanning the leaf, a scalar) run whole."""
+  with no such axis (a group spanning the leaf, a scalar), and leaves of
+  more than 25 axes, run whole."""
 
   def partitioned(arrays, coefficients, restart, *, root, delta):
     ndim = arrays[0].ndim
     axes = free_axes(penalty, ndim)
-    if not axes:
+    if not axes or ndim >= len(_FACTORS):
       return step(arrays, coefficients, restart, root=root, delta=delta)
     restarts = restart is not False
     dtype = arrays[0].dtype
@@ -89,7 +92,7 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
       return (mesh, local, (leaf,) * (len(result_shape) - 1) + (count,),
               (leaf,) * len(arrays) + (replicated,))
 
-    letters = string.ascii_lowercase[:ndim]
+    letters = _FACTORS[:ndim]
     dims = " ".join(letters)
     outputs = len(jax.eval_shape(local, *arrays, scalars)) - 1
     whole = custom_partitioning(local)
