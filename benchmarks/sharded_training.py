@@ -2,11 +2,15 @@
 
 Shards the batch over a ``data`` mesh axis and, with ``--fsdp``, every kernel
 along its output axis over a ``model`` axis, with the optimizer state
-sharded like the params (:func:`ramda_optax.sharding.state_shardings`). On a
-CPU, simulate devices with
+sharded like the params (:func:`ramda_optax.sharding.state_shardings`).
+With ``--fsdp --by-groups`` each kernel is split along the axis that indexes
+its groups instead (input channels, input features; where the model axis
+divides it): the optimizer's kernel then steps each device's shard, where
+output-axis shards, which cut every group, are gathered for it
+(:mod:`ramda_optax.partitioning`). On a CPU, simulate devices with
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
-        python -m benchmarks.sharded_training --fsdp
+        python -m benchmarks.sharded_training --fsdp --by-groups
 
 On several hosts, call ``jax.distributed.initialize()`` first (see README).
 """
@@ -30,6 +34,9 @@ def main() -> None:
   parser.add_argument("--batch-size", type=int, default=128)
   parser.add_argument("--fsdp", action="store_true",
                       help="also shard kernels over a 'model' axis of size 2")
+  parser.add_argument("--by-groups", action="store_true",
+                      help="with --fsdp, split kernels along the axis that "
+                           "indexes their groups, not their output axis")
   args = parser.parse_args()
 
   devices = np.array(jax.devices())
@@ -42,8 +49,14 @@ def main() -> None:
   optimizer = ro.ramda(1e-2, momentum=0.9,
                        regularizer=ro.group_lasso(1e-4, groups))
 
-  def spec(p):  # kernels split along their output axis; the rest replicated
-    return P(*([None] * (p.ndim - 1)), "model") if p.ndim > 1 else P()
+  def spec(p):
+    """Kernels split along their output axis, or (``--by-groups``) along
+    the axis before it, which indexes their groups, where the model axis
+    divides it; the rest replicated."""
+    axis = p.ndim - 2 if args.by_groups else p.ndim - 1
+    if p.ndim < 2 or p.shape[axis] % model_axis:
+      return P()
+    return P(*(("model" if d == axis else None) for d in range(p.ndim)))
 
   param_sh = jax.tree.map(lambda p: NamedSharding(mesh, spec(p)), params)
   state_sh = ro.sharding.state_shardings(
