@@ -5,9 +5,9 @@ along its output axis over a ``model`` axis, with the optimizer state
 sharded like the params (:func:`ramda_optax.sharding.state_shardings`).
 With ``--fsdp --by-groups`` each kernel is split along the axis that indexes
 its groups instead (input channels, input features; where the model axis
-divides it): the optimizer's kernel then steps each device's shard, where
-output-axis shards, which cut every group, are gathered for it
-(:mod:`ramda_optax.partitioning`). On a CPU, simulate devices with
+divides it: :func:`ramda_optax.sharding.group_axis_specs`): the optimizer's
+kernel then steps each device's shard, where output-axis shards, which cut
+every group, are gathered for it (:mod:`ramda_optax.partitioning`). On a CPU, simulate devices with
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python -m benchmarks.sharded_training --fsdp --by-groups
@@ -49,16 +49,15 @@ def main() -> None:
   optimizer = ro.ramda(1e-2, momentum=0.9,
                        regularizer=ro.group_lasso(1e-4, groups))
 
-  def spec(p):
-    """Kernels split along their output axis, or (``--by-groups``) along
-    the axis before it, which indexes their groups, where the model axis
-    divides it; the rest replicated."""
-    axis = p.ndim - 2 if args.by_groups else p.ndim - 1
-    if p.ndim < 2 or p.shape[axis] % model_axis:
-      return P()
-    return P(*(("model" if d == axis else None) for d in range(p.ndim)))
+  def spec(p):  # kernels split along their output axis; the rest replicated
+    return P(*([None] * (p.ndim - 1)), "model") if p.ndim > 1 else P()
 
-  param_sh = jax.tree.map(lambda p: NamedSharding(mesh, spec(p)), params)
+  if args.by_groups:
+    specs = ro.sharding.group_axis_specs(params, groups, "model", model_axis)
+  else:
+    specs = jax.tree.map(spec, params)
+  param_sh = jax.tree.map(lambda s: NamedSharding(mesh, s), specs,
+                          is_leaf=lambda x: isinstance(x, P))
   state_sh = ro.sharding.state_shardings(
       jax.eval_shape(optimizer.init, params), params, param_sh, mesh)
   batch_sh = NamedSharding(mesh, P("data"))

@@ -54,3 +54,48 @@ def state_shardings(
       state,
       is_leaf=params_like,
   )
+
+
+def group_axis_specs(params: Any, groups: Any, axis_name: str,
+                     axis_size: int) -> Any:
+  """Partition specs that split each grouped leaf along the one axis its
+  groups do not span, over ``axis_size`` devices of the mesh axis
+  ``axis_name``, where that size divides it, and replicate every other leaf.
+
+  That axis indexes the groups: a conv kernel's input channels and a dense
+  kernel's input features under :func:`ramda_optax.groups.structured`'s
+  defaults. On such shards the kernels of the default solver step each
+  device's own groups, with no gather (:mod:`ramda_optax.partitioning`); a
+  leaf split along an axis that its groups span is gathered for the
+  kernel's step.
+
+  Args:
+    params: the parameters (concrete or abstract).
+    groups: the group lasso's groups, a pytree like ``params`` of the axes
+      each group spans, or None for a leaf without groups.
+    axis_name: the mesh axis to split along.
+    axis_size: its number of devices.
+
+  Returns:
+    A pytree like ``params`` of ``PartitionSpec``.
+
+  Example:
+    >>> import jax.numpy as jnp, ramda_optax
+    >>> params = {"conv": jnp.zeros((3, 3, 8, 16)), "bias": jnp.zeros(16)}
+    >>> groups = {"conv": (0, 1, 3), "bias": None}
+    >>> specs = ramda_optax.sharding.group_axis_specs(params, groups, "model", 2)
+    >>> tuple(specs["conv"]), tuple(specs["bias"])
+    ((None, None, 'model', None), ())
+  """
+  leaves, treedef = jax.tree.flatten(params)
+  specs = []
+  for leaf, axes in zip(leaves, treedef.flatten_up_to(groups)):
+    shape = jax.numpy.shape(leaf)
+    spanned = () if axes is None else {a % len(shape) for a in axes}
+    free = [d for d in range(len(shape)) if d not in spanned]
+    if axes is None or len(free) != 1 or shape[free[0]] % axis_size:
+      specs.append(PartitionSpec())
+    else:
+      specs.append(PartitionSpec(*(axis_name if d == free[0] else None
+                                   for d in range(len(shape)))))
+  return treedef.unflatten(specs)
