@@ -290,9 +290,9 @@ class DeviceLoop(NamedTuple):
 def device_loop(opt, init, grad_fn, regularized: np.ndarray,
                 steps: int) -> DeviceLoop:
   """The early regime of ``opt`` with the host out of the loop, compiled
-  once. Each call of ``start`` starts afresh: it runs ``steps`` steps one by one,
-  recording their gradients and inner iterations per regularized leaf
-  (untimed), and returns ``(replay, iterations)``; ``replay(n)`` replays
+  once. Each call of ``start`` starts afresh: it runs ``steps`` steps one
+  by one, recording their gradients and inner iterations per regularized
+  leaf (untimed), and returns ``(replay, iterations)``; ``replay(n)`` replays
   the recorded steps from the same fresh state as one compiled ``lax.scan``
   of updates and returns the seconds per step. On an accelerator this is
   the device's time per step, without per-call dispatch and without the
