@@ -60,7 +60,7 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
   def partitioned(arrays, coefficients, restart, *, root, delta):
     ndim = arrays[0].ndim
     axes = free_axes(penalty, ndim)
-    if not axes or ndim >= len(_FACTORS):
+    if not axes or ndim > len(_FACTORS):
       return step(arrays, coefficients, restart, root=root, delta=delta)
     restarts = restart is not False
     dtype = arrays[0].dtype
