@@ -127,28 +127,33 @@ void Gather(const Leaf& leaf, int64_t g0, int64_t g1, const float* from,
 }
 
 // One pass over a group's entries: z = c y (the previous step's iterate)
-// and its term of Q, then (unless `last`) the next gradient step
-// y ← z − η (v + P (z − a)) in y's place, else z in y's place. Returns the
-// group's smooth part of Q(z) and sets `norm2` to ‖y‖² (unless `last`).
+// and its term of Q, ½ d (v + g) with d = z − a and the gradient
+// g = v + P d, then (unless `last`) the next gradient step y ← z − η g in
+// y's place, else z in y's place. Returns the group's smooth part of Q(z)
+// and sets `norm2` to ‖y‖² (unless `last`). The products round once where
+// they fuse into a sum (fmaf), z = c y rounds alone: a chunk's last z,
+// written and read back, is what the next pass would have formed.
 template <bool last>
 inline float Pass(float c, float eta, int64_t per, const float* a,
                   const float* v, const float* p, float* y, float& norm2) {
   float q = 0, y2 = 0;
+  const float step = -eta;
 #pragma omp simd reduction(+ : q, y2)
   for (int64_t i = 0; i < per; ++i) {
     const float z = c * y[i];
     const float d = z - a[i];
-    q += v[i] * d + 0.5f * p[i] * d * d;
+    const float g = __builtin_fmaf(p[i], d, v[i]);
+    q = __builtin_fmaf(d, v[i] + g, q);
     if constexpr (last) {
       y[i] = z;
     } else {
-      const float next = z - eta * (v[i] + p[i] * d);
-      y2 += next * next;
+      const float next = __builtin_fmaf(step, g, z);
+      y2 = __builtin_fmaf(next, next, y2);
       y[i] = next;
     }
   }
   norm2 = y2;
-  return q;
+  return 0.5f * q;
 }
 
 // The prox factor of a gradient step y with ‖y‖ = norm: z = y max(0,
