@@ -21,7 +21,9 @@ paper's inexact solve of a leaf by blocks of groups kept in cache, a chunk
 of iterations at a time: the leaf's stopping test needs the leaf's Q after
 every iteration, so each block records its Q per iteration, and where the
 leaf stops inside a chunk its blocks rerun the chunk to the stopping
-iteration.
+iteration. As the optimizer's whole step (:func:`pg_step`, statistics of
+the :class:`ramda_optax.Moments` form) its first sweep updates the
+statistics, and every sweep forms a, v and P from them in cache.
 
 They are built on first use with the system's C++ compiler (``$CXX``, else
 ``c++``) against the XLA FFI headers that jaxlib ships, cached under
@@ -57,11 +59,14 @@ from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.subproblem import Subproblem
 
 LIBRARY = "ramda_optax_kernels"
-# The FFI targets of the optimizer's step and of the paper's PG solve.
+# The FFI targets of the optimizer's step (exact solution), of the paper's
+# PG solve, and of the optimizer's step with the paper's PG solve.
 STEP_TARGET = "ramda_group_step"
 PG_TARGET = "ramda_pg_leaf"
+PG_STEP_TARGET = "ramda_pg_step"
 # FFI target -> the library's handler symbol.
-TARGETS = {STEP_TARGET: "RamdaGroupStep", PG_TARGET: "RamdaPgLeaf"}
+TARGETS = {STEP_TARGET: "RamdaGroupStep", PG_TARGET: "RamdaPgLeaf",
+           PG_STEP_TARGET: "RamdaPgStep"}
 # Bytes of one array of a block of groups: b and P of a block, in scratch,
 # stay in a core's 512 KiB L2 beside the streamed arrays (32 KiB, 128 KiB and
 # 512 KiB measured on VGG19: 128 KiB fastest).
@@ -271,6 +276,68 @@ def group_step(
                         None if penalty is None else _along_groups(
                             theta, view, w.shape))
   return v, u, new_anchor if restarts else None, theta, passes
+
+
+def pg_step(
+    view: View,
+    penalty: GroupNorm,
+    arrays: tuple[jax.Array, ...],
+    coefficients: tuple[jax.Array | float, ...],
+    restart: jax.Array | bool,
+    *,
+    root: int,
+    delta: bool,
+    max_iters: int,
+    rtol: float,
+    chunk: int | None = None,
+    block_bytes: int | None = None,
+    remember: bool = True,
+) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array, jax.Array]:
+  """The step of an adaptive method on one float32 group-lasso leaf with the
+  paper's PG solve and per-leaf stopping rule (:func:`pg_leaf`), its
+  statistics updated in the solve's first sweep: :func:`group_step`'s
+  arguments and results, with the PG solver's.
+
+  Args:
+    view: the leaf's (rows, groups, cols).
+    penalty: its group norm.
+    arrays: (g, W, V, U, a, z⁰), float32, of the leaf's shape.
+    coefficients: (β₁, w₁, β₂, w₂, c, ℓ, ε, τ), as :func:`group_step`'s;
+      τ <= 0 gives the closed form a − v/P and no iteration.
+    restart: as :func:`group_step`'s.
+    root: 3 (cube root) or 2 (square root).
+    delta: return θ̂ − W (else θ̂).
+    max_iters: most iterations.
+    rtol: the relative-decrease tolerance.
+    chunk, block_bytes, remember: as :func:`pg_leaf`'s.
+
+  Returns:
+    ``(V, U, a or None, θ̂ or θ̂ − W, iterations)``; V, U and a are written
+    in the buffers of the ones given (donate them to avoid copies).
+  """
+  g, w, v, u, anchor, start = arrays
+  coefficients = jnp.stack([jnp.asarray(x, jnp.float32) for x in coefficients])
+  rows, groups, cols = view
+  block = max(1, (block_bytes or BLOCK_BYTES) // (rows * cols * 4))
+  leaf = jax.ShapeDtypeStruct(g.shape, jnp.float32)
+  restarts = restart is not False
+  call = jax.ffi.ffi_call(
+      PG_STEP_TARGET,
+      (leaf, leaf, leaf if restarts else jax.ShapeDtypeStruct((0,), jnp.float32),
+       leaf, jax.ShapeDtypeStruct((), jnp.int32)),
+      input_output_aliases={2: 0, 3: 1, **({4: 2} if restarts else {})},
+      vmap_method="sequential",
+  )
+  v, u, new_anchor, theta, iterations = call(
+      g, w, v, u, anchor, start, coefficients,
+      jnp.asarray(restart, jnp.bool_),
+      rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
+      block=np.int64(block), max_iters=np.int64(max_iters),
+      chunk=np.int64(chunk or PG_CHUNK), rtol=np.float32(rtol),
+      group_weight=np.float32(penalty.weight), remember=bool(remember),
+      root=np.int64(root))
+  return (v, u, new_anchor if restarts else None,
+          theta - w if delta else theta, iterations)
 
 
 def pg_leaf(

@@ -58,16 +58,25 @@ def gpu_in_use() -> bool:
   return jax.default_backend() == "gpu"
 
 
+def _paper_rule(solver: Any) -> bool:
+  """Whether ``solver`` is the paper's PG rule as the CPU kernel takes it
+  (``backend="kernel"``, whole leaves, the relative-decrease test)."""
+  return (isinstance(solver, solvers.PGSolver) and solver.backend == "kernel"
+          and solver.block_bytes is None and solver.residual_tol is None)
+
+
 def kernel_selected(solver: Any, statistics: Statistics) -> bool:
   """Whether an optimizer with ``solver`` and ``statistics`` runs the whole
   step of its leaves as a kernel where one takes them: statistics in
   :class:`ramda_optax.Moments` form and an exact solver with
-  ``backend="kernel"`` or ``"cpu"``, or any solver with
+  ``backend="kernel"`` or ``"cpu"``, the paper's PG rule with
+  ``backend="kernel"`` (on a CPU), or any solver with
   ``backend="pallas"``."""
   backend = getattr(solver, "backend", None)
   return statistics.moments is not None and (
-      backend == "pallas" or (backend in ("kernel", "cpu")
-                              and isinstance(solver, solvers.ExactSolver)))
+      backend == "pallas" or _paper_rule(solver)
+      or (backend in ("kernel", "cpu")
+          and isinstance(solver, solvers.ExactSolver)))
 
 
 # Each kernel's step takes the view of the arrays it is given, which under
@@ -75,11 +84,21 @@ def kernel_selected(solver: Any, statistics: Statistics) -> bool:
 
 
 def _cpu_step(solver: Any, penalty) -> GroupStep:
+  if penalty is not None and _paper_rule(solver):
+    # The rule's test sums Q over the whole leaf: a sharded leaf is
+    # gathered, not stepped by shards.
+    return lambda arrays, coefficients, restart, *, root, delta: (
+        cpu_kernel.pg_step(
+            cpu_kernel.leaf_view(penalty, arrays[0].shape), penalty, arrays,
+            coefficients, restart, root=root, delta=delta,
+            max_iters=solver.max_iters, rtol=solver.rtol))
+
   def step(arrays, coefficients, restart, *, root, delta):
     return cpu_kernel.group_step(
         cpu_kernel.leaf_view(penalty, arrays[0].shape), penalty, arrays,
         coefficients, restart, root=root, delta=delta,
-        max_iters=solver.max_iters, warm_start=solver.warm_start,
+        max_iters=solver.max_iters,
+        warm_start=getattr(solver, "warm_start", True),
         block_bytes=solver.block_bytes)
   return partitioning.by_shards(step, penalty)
 
@@ -109,10 +128,11 @@ def run_kernel(
   platforms where the solver's kernel takes it, ``xla_step()`` on the
   others; None where no kernel takes the leaf.
 
-  The C++ kernel (``backend`` "cpu" or "kernel", on a CPU) takes float32
+  The C++ kernels (``backend`` "cpu" or "kernel", on a CPU) take float32
   leaves grouped along one axis and leaves without a penalty; the Pallas
   kernel (``backend`` "pallas" everywhere, interpreted off GPUs, or
-  "kernel" where the default backend is a GPU) takes group-norm leaves of
+  "kernel" for the exact solver where the default backend is a GPU; the
+  paper's PG rule takes the XLA path there) takes group-norm leaves of
   one dtype grouped along one axis (a leaf without a penalty is one XLA
   fusion already). The platform is chosen when the step is lowered
   (``lax.platform_dependent``).
@@ -123,7 +143,9 @@ def run_kernel(
     view = cpu_kernel.leaf_takes(penalty, arrays)
     if view is not None:
       branches["cpu"] = lambda: compiled(_cpu_step(solver, penalty))
-  pallas = backend == "pallas" or (backend == "kernel" and gpu_in_use())
+  pallas = backend == "pallas" or (
+      backend == "kernel" and gpu_in_use()
+      and isinstance(solver, solvers.ExactSolver))
   if pallas and penalty is not None and len({x.dtype for x in arrays}) == 1:
     view = group_kernels.leaf_view(penalty, arrays[0].shape)
     if view is not None:

@@ -299,18 +299,23 @@ def test_kernel_is_the_default_of_ramda_proxgen_and_prox_ssi():
   assert cpu_kernel.STEP_TARGET not in hlo
 
 
-@pytest.mark.parametrize("method", ["ramda", "proxgen", "prox_ssi"])
-def test_step_takes_no_leaf_sized_scratch(method):
+@pytest.mark.parametrize("method,paper_rule", [
+    ("ramda", False), ("proxgen", False), ("prox_ssi", False),
+    ("ramda", True)])
+def test_step_takes_no_leaf_sized_scratch(method, paper_rule):
   """A jitted step (update and apply_updates, params and state donated)
   writes every array in its own buffer: XLA's scratch holds less than one
   leaf. ProxGen's and ProxSSI's update is an XLA fusion of the kernel's
   statistics and group offsets, which writes W_new in W's buffer; as an
-  output of the kernel it needed a buffer of every leaf's size."""
+  output of the kernel it needed a buffer of every leaf's size. With the
+  paper's PG rule, RAMDA's kernel forms a, v and P in cache, and θ̂ is the
+  state's."""
   shapes = {"conv": (3, 3, 64, 32), "head": (256, 10), "bias": (32,)}
   groups = {"conv": (0, 1, 3), "head": (1,), "bias": None}
   params = {k: jnp.ones(s, jnp.float32) for k, s in shapes.items()}
   opt = {"ramda": ro.ramda, **PROXIMAL}[method](
-      0.1, regularizer=ro.group_lasso(0.01, groups))
+      0.1, regularizer=ro.group_lasso(0.01, groups),
+      solver=ro.pg_solver() if paper_rule else None)
 
   def step(params, state, grads):
     updates, state = opt.update(grads, state, params)
@@ -318,7 +323,8 @@ def test_step_takes_no_leaf_sized_scratch(method):
 
   compiled = jax.jit(step, donate_argnums=(0, 1)).lower(
       params, opt.init(params), params).compile()
-  assert cpu_kernel.STEP_TARGET in compiled.as_text()
+  target = cpu_kernel.PG_STEP_TARGET if paper_rule else cpu_kernel.STEP_TARGET
+  assert target in compiled.as_text()
   smallest_leaf = min(math.prod(s) for s in shapes.values() if len(s) > 1) * 4
   assert compiled.memory_analysis().temp_size_in_bytes < smallest_leaf
 
@@ -422,20 +428,24 @@ def test_other_leaves_take_the_xla_path():
     np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("method", ["ramda", "proxgen"])
-def test_vmapped_update_matches_the_xla_path(method):
+@pytest.mark.parametrize("method,paper_rule", [
+    ("ramda", False), ("proxgen", False), ("ramda", True), ("proxgen", True)])
+def test_vmapped_update_matches_the_xla_path(method, paper_rule):
   """Under ``jax.vmap`` (a stack of models) the kernel runs model by model
-  and gives XLA's results (ProxGen's update formed from its offsets)."""
+  and gives XLA's results (ProxGen's update formed from its offsets), with
+  the exact solver and with the paper's PG rule (rtol above float32's
+  resolution of Q)."""
   init, grad_fn = _problem(seed=7)
   stack = {k: jnp.stack([jnp.asarray(v, jnp.float32), 0.5 * jnp.asarray(
       v, jnp.float32)]) for k, v in init.items()}
   grads = {k: jnp.stack([jnp.asarray(g, jnp.float32)] * 2)
            for k, g in grad_fn(init, 0).items()}
   out = []
-  for backend in ("cpu", "xla"):
+  for backend in ("kernel", "xla"):
+    solver = (ro.pg_solver(rtol=1e-4, backend=backend) if paper_rule
+              else ro.exact_solver(backend=backend))
     opt = {"ramda": ro.ramda, "proxgen": ro.proxgen}[method](
-        0.3, regularizer=ro.group_lasso(0.3, GROUPS),
-        solver=ro.exact_solver(backend=backend))
+        0.3, regularizer=ro.group_lasso(0.3, GROUPS), solver=solver)
     state = jax.vmap(opt.init)(stack)
     out.append(jax.jit(jax.vmap(opt.update))(grads, state, stack))
   for a, b in zip(jax.tree.leaves(out[0]), jax.tree.leaves(out[1])):

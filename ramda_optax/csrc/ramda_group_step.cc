@@ -32,54 +32,18 @@
 #include <memory>
 #include <vector>
 
+#include "moments.h"
 #include "parallel.h"
+#include "step_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using ramda_optax::Coefficients;
+using ramda_optax::Entry;
 using ramda_optax::ParallelFor;
-
-// ∛u for u >= 0 as _numerics.cbrt: a seed from the bits, two Newton steps.
-inline float CubeRoot(float u) {
-  int32_t bits;
-  std::memcpy(&bits, &u, sizeof bits);
-  bits = bits / 3 + 0x2A51067F;
-  float y;
-  std::memcpy(&y, &bits, sizeof y);
-  const float third = 1.0f / 3.0f;
-  y = y - (y - u / (y * y)) * third;
-  y = y - (y - u / (y * y)) * third;
-  const bool finite = u > 0 && u < std::numeric_limits<float>::infinity();
-  return finite ? y : (u >= 0 ? u : std::numeric_limits<float>::quiet_NaN());
-}
-
-// The metric's root of c U: the cube root (3) or the square root (2).
-template <int root>
-inline float Root(float x) {
-  if constexpr (root == 3) {
-    return CubeRoot(x);
-  } else {
-    return std::sqrt(x);
-  }
-}
-
-// The per-step scalars, in the order of the `scalars` argument.
-struct Coefficients {
-  float decay1, weight1, decay2, weight2;  // β₁, w₁, β₂, w₂
-  float scale, linear, damping, threshold;  // c, ℓ, ε, τ
-};
-
-// One entry's statistics and metric: V, U (updated, 0 first on a restart)
-// and P = root(c U) + ε.
-template <int root, bool restart>
-inline void Entry(const Coefficients& c, float g, float v_in, float u_in,
-                  float& v, float& u, float& p) {
-  v = (restart ? 0.0f : c.decay1 * v_in) + c.weight1 * g;
-  u = (restart ? 0.0f : c.decay2 * u_in) + c.weight2 * (g * g);
-  p = Root<root>(c.scale * u) + c.damping;
-}
 
 struct Step {
   int64_t rows, groups, cols, block;  // (A, G, B), groups per block
@@ -324,26 +288,7 @@ ffi::Error GroupStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaGroupStep, GroupStep,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // g
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // W
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // V
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // U
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // W⁰
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // θ̂
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // Coefficients
-                                  .Arg<ffi::Buffer<ffi::PRED>>()  // restart
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // V
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // U
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // W⁰
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // θ̂
-                                  .Ret<ffi::Buffer<ffi::S32>>()  // passes
-                                  .Attr<int64_t>("rows")
-                                  .Attr<int64_t>("groups")
-                                  .Attr<int64_t>("cols")
-                                  .Attr<int64_t>("block")
-                                  .Attr<int64_t>("max_iters")
+                              ramda_optax::StepBinding()
                                   .Attr<float>("group_weight")
                                   .Attr<bool>("warm_start")
                                   .Attr<int64_t>("root")

@@ -1,5 +1,8 @@
 // The paper's inexact proximal-gradient solve of one group-lasso leaf, with
-// its per-leaf stopping rule, by blocks of groups kept in cache.
+// its per-leaf stopping rule, by blocks of groups kept in cache; alone
+// (RamdaPgLeaf, given a, v and P) or as the optimizer's whole step
+// (RamdaPgStep, given g and the statistics V, U of moments.h, from which
+// its first sweep forms V, U and its every sweep a, v and P).
 //
 // The leaf is viewed as (A, G, B), group g being x[:, g, :]. For
 //
@@ -22,11 +25,13 @@
 // the other buffer, to the stopping iteration. One pass over a group's
 // entries makes an iteration: it scales the previous gradient step by the
 // group's prox factor, adds the entries' terms of Q to the group's sum,
-// and takes the next gradient step.
+// and takes the next gradient step. The whole step updates V and U in its
+// first sweep only, and its later sweeps read them back: its subproblem is
+// never written out.
 //
 // References: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 2 and
 // App. A.1. The arithmetic follows ramda_optax's XLA path
-// (solvers.PGSolver, regularizers.GroupNorm.prox).
+// (solvers.PGSolver, regularizers.GroupNorm.prox, statistics).
 
 #include <algorithm>
 #include <array>
@@ -42,21 +47,89 @@
 #include <immintrin.h>
 #endif
 
+#include "moments.h"
 #include "parallel.h"
+#include "step_binding.h"
 #include "xla/ffi/api/ffi.h"
 
 namespace ffi = xla::ffi;
 
 namespace {
 
+using ramda_optax::Coefficients;
+using ramda_optax::Entry;
 using ramda_optax::ParallelFor;
+using ramda_optax::Root;
 
 struct Leaf {
   int64_t rows, groups, cols, block;  // (A, G, B), groups per block
   float kappa;                        // κ = τ √|g|
-  const float *a, *v, *p, *start;     // the subproblem and z⁰
+  const float* start;                 // z⁰
   uint8_t* active;                    // per group: not screened
   float* step;                        // per group: η_g (0 where max P <= 0)
+};
+
+// The subproblem's arrays a, v and P, given (RamdaPgLeaf).
+struct Given {
+  const float *a, *v, *p;
+
+  std::array<const float*, 4> Streams(bool) const {
+    return {a, v, p, nullptr};
+  }
+
+  // Copies `n` entries at `at` of a, v and P into a block's scratch.
+  void Fill(bool, int64_t at, int64_t n, float* a_s, float* v_s,
+            float* p_s) const {
+    std::memcpy(a_s, a + at, n * sizeof(float));
+    std::memcpy(v_s, v + at, n * sizeof(float));
+    std::memcpy(p_s, p + at, n * sizeof(float));
+  }
+};
+
+// The statistics of moments.h (RamdaPgStep), root and restart fixed (a
+// select between loads in the loop would keep it from vectorising). The
+// first sweep updates V and U from g into their outputs (and W⁰ ← W on a
+// restart); every sweep forms a, v = ℓ V and P = root(c U) + ε, the later
+// ones from the outputs, to the same floats.
+template <int root, bool restart>
+struct FromMoments {
+  Coefficients k;
+  const float *grad, *v_in, *u_in;
+  const float* a;  // W on a restart, else W⁰
+  float *v_out, *u_out;
+  float* anchor_out;  // W⁰'s buffer, or null without restarts
+
+  std::array<const float*, 4> Streams(bool first) const {
+    if (first) return {a, grad, v_in, u_in};
+    return {a, v_out, u_out, nullptr};
+  }
+
+  void Fill(bool first, int64_t at, int64_t n, float* a_s, float* v_s,
+            float* p_s) const {
+    std::memcpy(a_s, a + at, n * sizeof(float));
+    if (first) {
+      const float *g = grad + at, *v_old = v_in + at, *u_old = u_in + at;
+      float *v_new = v_out + at, *u_new = u_out + at;
+#pragma omp simd
+      for (int64_t j = 0; j < n; ++j) {
+        float v, u;
+        Entry<root, restart>(k, g[j], v_old[j], u_old[j], v, u, p_s[j]);
+        v_new[j] = v;
+        u_new[j] = u;
+        v_s[j] = k.linear * v;
+      }
+      if (restart && anchor_out != nullptr) {
+        std::memcpy(anchor_out + at, a + at, n * sizeof(float));
+      }
+      return;
+    }
+    const float *v = v_out + at, *u = u_out + at;
+#pragma omp simd
+    for (int64_t j = 0; j < n; ++j) {
+      v_s[j] = k.linear * v[j];
+      p_s[j] = Root<root>(k.scale * u[j]) + k.damping;
+    }
+  }
 };
 
 // A thread's block of groups in cache, each group's entries contiguous,
@@ -73,36 +146,41 @@ struct Scratch {
   }
 };
 
-// Gathers groups [g0, g1) of a, v, P and the iterate `from` into scratch.
-// With `screen`, `from` is z⁰: the groups' screening and steps are set, and
-// a screened group starts (and stays) at 0.
-template <bool screen>
-void Gather(const Leaf& leaf, int64_t g0, int64_t g1, const float* from,
-            Scratch& s) {
+// Gathers groups [g0, g1) of a, v, P (from `source`; `first` on the step's
+// first sweep) and the iterate `from` into scratch. With `screen`, `from`
+// is z⁰: the groups' screening and steps are set, and a screened group
+// starts (and stays) at 0.
+template <bool screen, typename Source>
+void Gather(const Leaf& leaf, const Source& source, bool first, int64_t g0,
+            int64_t g1, const float* from, Scratch& s) {
   const int64_t n = g1 - g0, per = leaf.rows * leaf.cols, cols = leaf.cols;
   std::vector<float> b2(screen ? n : 0, 0.0f), pmax(screen ? n : 0, 0.0f);
-  // The block's 4·A runs are short (of n·B entries) for the hardware
-  // prefetcher to ramp up on each: asking for all of them first took a
-  // sweep of VGG19's largest leaf from 4.3 to 3.3 ms.
+  // The block's runs (A per array) are short (of n·B entries) for the
+  // hardware prefetcher to ramp up on each: asking for all of them first
+  // took a sweep of VGG19's largest leaf from 4.3 to 3.3 ms.
+  const auto streams = source.Streams(first);
   for (int64_t row = 0; row < leaf.rows; ++row) {
     const int64_t at = (row * leaf.groups + g0) * cols;
-    for (const float* x : {leaf.a + at, leaf.v + at, leaf.p + at, from + at}) {
-      const char* bytes = reinterpret_cast<const char*>(x);
+    for (const float* x : streams) {
+      if (x == nullptr) continue;
+      const char* bytes = reinterpret_cast<const char*>(x + at);
       for (int64_t o = 0; o < n * cols * 4; o += 64) {
         __builtin_prefetch(bytes + o);
       }
+    }
+    const char* bytes = reinterpret_cast<const char*>(from + at);
+    for (int64_t o = 0; o < n * cols * 4; o += 64) {
+      __builtin_prefetch(bytes + o);
     }
   }
   for (int64_t row = 0; row < leaf.rows; ++row) {
     for (int64_t k = 0; k < n; ++k) {
       const int64_t at = (row * leaf.groups + g0 + k) * cols;
       const int64_t to = k * per + row * cols;
-      std::memcpy(&s.a[to], leaf.a + at, cols * sizeof(float));
-      std::memcpy(&s.v[to], leaf.v + at, cols * sizeof(float));
-      std::memcpy(&s.p[to], leaf.p + at, cols * sizeof(float));
+      float *a = &s.a[to], *v = &s.v[to], *p = &s.p[to];
+      source.Fill(first, at, cols, a, v, p);
       std::memcpy(&s.y[to], from + at, cols * sizeof(float));
       if constexpr (screen) {
-        const float *a = leaf.a + at, *v = leaf.v + at, *p = leaf.p + at;
         float sum = 0, most = 0;
 #pragma omp simd reduction(+ : sum) reduction(max : most)
         for (int64_t j = 0; j < cols; ++j) {
@@ -191,10 +269,11 @@ inline void Done() {
 // Runs `count` iterations of groups [g0, g1) from the iterate `from` and
 // writes the last to `to`; q[i] gets the block's Q after iteration i + 1,
 // summed over its groups in order (screened groups add nothing).
-template <bool screen>
-void RunBlock(const Leaf& leaf, int64_t g0, int64_t g1, const float* from,
-              float* to, int64_t count, double* q, Scratch& s) {
-  Gather<screen>(leaf, g0, g1, from, s);
+template <bool screen, typename Source>
+void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
+              int64_t g1, const float* from, float* to, int64_t count,
+              double* q, Scratch& s) {
+  Gather<screen>(leaf, source, first, g0, g1, from, s);
   const int64_t n = g1 - g0, per = leaf.rows * leaf.cols, cols = leaf.cols;
   std::fill(q, q + count, 0.0);
   for (int64_t k = 0; k < n; ++k) {
@@ -301,35 +380,23 @@ int64_t NextChunk(int64_t done, int64_t hint, int64_t chunk) {
   return chunk;
 }
 
-ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
-                  ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> p,
-                  ffi::Buffer<ffi::F32> start, ffi::Buffer<ffi::F32> tau,
-                  ffi::ResultBuffer<ffi::F32> theta,
-                  ffi::ResultBuffer<ffi::S32> iterations, int64_t rows,
-                  int64_t groups, int64_t cols, int64_t block,
-                  int64_t max_iters, int64_t chunk, float rtol,
-                  float group_weight, bool remember) {
-  const int64_t size = rows * groups * cols;
-  if (rows < 1 || groups < 1 || cols < 1 || block < 1 || max_iters < 1 ||
-      chunk < 1 || a.element_count() != static_cast<size_t>(size) ||
-      tau.element_count() != 1) {
-    return ffi::Error::InvalidArgument("ramda_pg_leaf: bad arguments");
-  }
-  const float t = *tau.typed_data();
-  std::vector<uint8_t> active(groups);
-  std::vector<float> step(groups);
-  Leaf leaf{rows, groups, cols, std::min(block, groups), t * group_weight,
-            a.typed_data(), v.typed_data(), p.typed_data(),
-            start.typed_data(), active.data(), step.data()};
-  const int64_t per = rows * cols;
+// The solve of a leaf into `out`, its subproblem from `source`; returns the
+// iterations (0 where every group is screened: θ̂ = 0).
+template <typename Source>
+int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
+              float* out, int64_t max_iters, int64_t chunk, float rtol,
+              bool remember) {
+  const int64_t rows = leaf.rows, groups = leaf.groups, cols = leaf.cols;
+  const int64_t size = rows * groups * cols, per = rows * cols;
   const int64_t blocks = (groups + leaf.block - 1) / leaf.block;
   auto spare = Buffers().Take(size);
-  float* out = theta->typed_data();
   // Per block, its Q after each iteration of the current chunk.
   std::vector<double> records;
+  int64_t sweeps = 0;
   // Runs `count` iterations of every block from `from` into `to`.
   auto sweep = [&](const float* from, float* to, int64_t count, bool screen) {
     records.assign(blocks * count, 0.0);
+    const bool first = sweeps++ == 0;
     ParallelFor(pool, blocks, [&]() {
       Scratch* s = &Scratch::OfThread(per * leaf.block);
       return [&, s](int64_t i) {
@@ -337,9 +404,9 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
         const int64_t g1 = std::min(groups, g0 + leaf.block);
         double* q = &records[i * count];
         if (screen) {
-          RunBlock<true>(leaf, g0, g1, from, to, count, q, *s);
+          RunBlock<true>(leaf, source, first, g0, g1, from, to, count, q, *s);
         } else {
-          RunBlock<false>(leaf, g0, g1, from, to, count, q, *s);
+          RunBlock<false>(leaf, source, first, g0, g1, from, to, count, q, *s);
         }
       };
     });
@@ -355,7 +422,7 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
     const int64_t count =
         std::min(NextChunk(done, hint, chunk), max_iters - done);
     sweep(from, to, count, done == 0);
-    if (done == 0 && std::none_of(active.begin(), active.end(),
+    if (done == 0 && std::none_of(leaf.active, leaf.active + groups,
                                   [](uint8_t x) { return x != 0; })) {
       break;  // every group screened: θ̂ = 0, no iteration
     }
@@ -380,6 +447,132 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
   if (remember && stop > 0) Hints().Set(key, stop);
   if (to != out) std::memcpy(out, to, size * sizeof(float));
   Buffers().Give(std::move(spare));
+  return stop;
+}
+
+bool ValidView(int64_t rows, int64_t groups, int64_t cols, int64_t block,
+               int64_t max_iters, int64_t chunk, size_t entries) {
+  return rows >= 1 && groups >= 1 && cols >= 1 && block >= 1 &&
+         max_iters >= 1 && chunk >= 1 &&
+         entries == static_cast<size_t>(rows * groups * cols);
+}
+
+ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
+                  ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> p,
+                  ffi::Buffer<ffi::F32> start, ffi::Buffer<ffi::F32> tau,
+                  ffi::ResultBuffer<ffi::F32> theta,
+                  ffi::ResultBuffer<ffi::S32> iterations, int64_t rows,
+                  int64_t groups, int64_t cols, int64_t block,
+                  int64_t max_iters, int64_t chunk, float rtol,
+                  float group_weight, bool remember) {
+  if (!ValidView(rows, groups, cols, block, max_iters, chunk,
+                 a.element_count()) ||
+      tau.element_count() != 1) {
+    return ffi::Error::InvalidArgument("ramda_pg_leaf: bad arguments");
+  }
+  std::vector<uint8_t> active(groups);
+  std::vector<float> step(groups);
+  const Leaf leaf{rows, groups, cols, std::min(block, groups),
+                  *tau.typed_data() * group_weight, start.typed_data(),
+                  active.data(), step.data()};
+  const Given given{a.typed_data(), v.typed_data(), p.typed_data()};
+  *iterations->typed_data() = static_cast<int32_t>(Solve(
+      pool, leaf, given, theta->typed_data(), max_iters, chunk, rtol,
+      remember));
+  return ffi::Error::Success();
+}
+
+// Without a threshold the step's solution is θ̂ = a − v/P (a where P = 0),
+// written in the statistics' pass.
+template <typename Source>
+void ClosedForm(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
+                float* out) {
+  const int64_t cols = leaf.cols, per = leaf.rows * cols;
+  ParallelFor(pool, (leaf.groups + leaf.block - 1) / leaf.block, [&]() {
+    Scratch* s = &Scratch::OfThread(per * leaf.block);
+    return [&, s](int64_t i) {
+      const int64_t g0 = i * leaf.block;
+      const int64_t g1 = std::min(leaf.groups, g0 + leaf.block);
+      const int64_t n = (g1 - g0) * cols;
+      for (int64_t row = 0; row < leaf.rows; ++row) {
+        const int64_t at = (row * leaf.groups + g0) * cols;
+        float *a = s->a.data(), *v = s->v.data(), *p = s->p.data();
+        source.Fill(true, at, n, a, v, p);
+        float* theta = out + at;
+#pragma omp simd
+        for (int64_t j = 0; j < n; ++j) {
+          theta[j] = a[j] - (p[j] > 0 ? v[j] / p[j] : 0.0f);
+        }
+      }
+    };
+  });
+}
+
+// The step for the statistics' root and restart.
+template <int root, bool restart>
+int64_t Step(ffi::ThreadPool& pool, const Leaf& leaf,
+             const FromMoments<root, restart>& source, float* out,
+             int64_t max_iters, int64_t chunk, float rtol, bool remember) {
+  if (!(source.k.threshold > 0)) {
+    ClosedForm(pool, leaf, source, out);
+    return 0;
+  }
+  return Solve(pool, leaf, source, out, max_iters, chunk, rtol, remember);
+}
+
+ffi::Error PgStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
+                  ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> v,
+                  ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> anchor,
+                  ffi::Buffer<ffi::F32> start, ffi::Buffer<ffi::F32> scalars,
+                  ffi::Buffer<ffi::PRED> restart,
+                  ffi::ResultBuffer<ffi::F32> v_out,
+                  ffi::ResultBuffer<ffi::F32> u_out,
+                  ffi::ResultBuffer<ffi::F32> anchor_out,
+                  ffi::ResultBuffer<ffi::F32> theta,
+                  ffi::ResultBuffer<ffi::S32> iterations, int64_t rows,
+                  int64_t groups, int64_t cols, int64_t block,
+                  int64_t max_iters, int64_t chunk, float rtol,
+                  float group_weight, bool remember, int64_t root) {
+  if (!ValidView(rows, groups, cols, block, max_iters, chunk,
+                 grad.element_count()) ||
+      scalars.element_count() != 8 || (root != 2 && root != 3)) {
+    return ffi::Error::InvalidArgument("ramda_pg_step: bad arguments");
+  }
+  const float* sc = scalars.typed_data();
+  const Coefficients k{sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]};
+  const bool restarted = *restart.typed_data();
+  // Without restarts W⁰ is not an output (an empty buffer); with them it
+  // is W⁰'s own buffer, which a step without a restart leaves as it is.
+  float* anchor_new =
+      anchor_out->element_count() == 0 ? nullptr : anchor_out->typed_data();
+  if (anchor_new != nullptr && !restarted &&
+      anchor_new != anchor.typed_data()) {
+    std::memcpy(anchor_new, anchor.typed_data(), grad.size_bytes());
+  }
+  std::vector<uint8_t> active(groups);
+  std::vector<float> step(groups);
+  const Leaf leaf{rows, groups, cols, std::min(block, groups),
+                  k.threshold * group_weight, start.typed_data(),
+                  active.data(), step.data()};
+  const float* a = restarted ? params.typed_data() : anchor.typed_data();
+  auto run = [&](auto source) {
+    source.k = k;
+    source.grad = grad.typed_data();
+    source.v_in = v.typed_data();
+    source.u_in = u.typed_data();
+    source.a = a;
+    source.v_out = v_out->typed_data();
+    source.u_out = u_out->typed_data();
+    source.anchor_out = anchor_new;
+    return Step(pool, leaf, source, theta->typed_data(), max_iters, chunk,
+                rtol, remember);
+  };
+  int64_t stop;
+  if (root == 3) {
+    stop = restarted ? run(FromMoments<3, true>{}) : run(FromMoments<3, false>{});
+  } else {
+    stop = restarted ? run(FromMoments<2, true>{}) : run(FromMoments<2, false>{});
+  }
   *iterations->typed_data() = static_cast<int32_t>(stop);
   return ffi::Error::Success();
 }
@@ -387,21 +580,25 @@ ffi::Error PgLeaf(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgLeaf, PgLeaf,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::ThreadPool>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // a
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // v
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // P
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // z⁰
-                                  .Arg<ffi::Buffer<ffi::F32>>()  // τ
-                                  .Ret<ffi::Buffer<ffi::F32>>()  // θ̂
-                                  .Ret<ffi::Buffer<ffi::S32>>()  // iterations
-                                  .Attr<int64_t>("rows")
-                                  .Attr<int64_t>("groups")
-                                  .Attr<int64_t>("cols")
-                                  .Attr<int64_t>("block")
-                                  .Attr<int64_t>("max_iters")
+                              ramda_optax::WithView(
+                                  ffi::Ffi::Bind()
+                                      .Ctx<ffi::ThreadPool>()
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // a
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // v
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // P
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // z⁰
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // τ
+                                      .Ret<ffi::Buffer<ffi::F32>>()  // θ̂
+                                      .Ret<ffi::Buffer<ffi::S32>>())  // iterations
                                   .Attr<int64_t>("chunk")
                                   .Attr<float>("rtol")
                                   .Attr<float>("group_weight")
                                   .Attr<bool>("remember"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgStep, PgStep,
+                              ramda_optax::StepBinding()
+                                  .Attr<int64_t>("chunk")
+                                  .Attr<float>("rtol")
+                                  .Attr<float>("group_weight")
+                                  .Attr<bool>("remember")
+                                  .Attr<int64_t>("root"));
