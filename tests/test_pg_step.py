@@ -118,8 +118,8 @@ COEFFICIENTS = (1.0, 0.5, 1.0, 0.5, 1.0, 1.0, 1e-6, 0.05)
 @pytest.mark.parametrize("restart", [False, True])
 def test_statistics_are_updated_once_whatever_the_chunks(restart):
   """The kernel updates V and U in its first sweep only: run in chunks of
-  1, 3 and 60 iterations, and after remembered stops far earlier and
-  later, V, U, W⁰, θ̂ and the iterations are the same floats, and V, U
+  1, 3 and 60 iterations, and after remembered stops far earlier, later
+  and equal, V, U, W⁰, θ̂ and the iterations are the same floats, and V, U
   and W⁰ are the exact step's (``group_step``, the same statistics)."""
   arrays, penalty = _leaf()
   view = cpu_kernel.leaf_view(penalty, arrays[0].shape)
@@ -130,6 +130,7 @@ def test_statistics_are_updated_once_whatever_the_chunks(restart):
   for rtol in (0.5, -1.0):  # plant a stop at 2 iterations, then at 60
     step(rtol=rtol)
     runs.append(step(rtol=1e-6))
+  runs.append(step(rtol=1e-6))  # the stop itself remembered
   first = runs[0]
   assert 2 < int(first[4]) < 60
   for other in runs[1:]:

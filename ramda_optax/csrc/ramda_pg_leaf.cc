@@ -242,22 +242,23 @@ inline float Shrink(const Leaf& leaf, float eta, float norm, float& penalty) {
   return norm > 0 ? shrunk / norm : 0.0f;
 }
 
-// Writes n floats at dst past the caches where it can (32-byte aligned
-// rows, x86 with AVX): a sweep's output is read again only by the next
-// sweep, from memory, and a cached store would first read its line
-// (streaming them took a one-iteration sweep of VGG19's largest leaf from
-// 3.46 to 3.01 ms). Done() orders these stores before the block is
+// Writes c times n floats of src at dst, past the caches where it can
+// (32-byte aligned rows, x86 with AVX): a sweep's output is read again only
+// by the next sweep, from memory, and a cached store would first read its
+// line (streaming them took a one-iteration sweep of VGG19's largest leaf
+// from 3.46 to 3.01 ms). Done() orders these stores before the block is
 // reported done.
-inline void Store(float* dst, const float* src, int64_t n) {
+inline void Store(float* dst, const float* src, int64_t n, float c = 1.0f) {
 #ifdef __AVX__
   if (reinterpret_cast<uintptr_t>(dst) % 32 == 0 && n % 8 == 0) {
+    const __m256 scale = _mm256_set1_ps(c);
     for (int64_t j = 0; j < n; j += 8) {
-      _mm256_stream_ps(dst + j, _mm256_loadu_ps(src + j));
+      _mm256_stream_ps(dst + j, _mm256_mul_ps(scale, _mm256_loadu_ps(src + j)));
     }
     return;
   }
 #endif
-  std::memcpy(dst, src, n * sizeof(float));
+  for (int64_t j = 0; j < n; ++j) dst[j] = c * src[j];
 }
 
 inline void Done() {
@@ -267,17 +268,28 @@ inline void Done() {
 }
 
 // Runs `count` iterations of groups [g0, g1) from the iterate `from` and
-// writes the last to `to`; q[i] gets the block's Q after iteration i + 1,
-// summed over its groups in order (screened groups add nothing).
+// writes the last to `to`, and the iterate after iteration `snap` (0: none)
+// to `snapshot`; q[i] gets the block's Q after iteration i + 1, summed over
+// its groups in order (screened groups add nothing).
 template <bool screen, typename Source>
 void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
               int64_t g1, const float* from, float* to, int64_t count,
-              double* q, Scratch& s) {
+              int64_t snap, float* snapshot, double* q, Scratch& s) {
   Gather<screen>(leaf, source, first, g0, g1, from, s);
   const int64_t n = g1 - g0, per = leaf.rows * leaf.cols, cols = leaf.cols;
+  // Writes c times group k's scratch iterate at its rows of `x`.
+  auto write = [&](float* x, int64_t k, float c) {
+    for (int64_t row = 0; row < leaf.rows; ++row) {
+      Store(x + (row * leaf.groups + g0 + k) * cols,
+            &s.y[k * per + row * cols], cols, c);
+    }
+  };
   std::fill(q, q + count, 0.0);
   for (int64_t k = 0; k < n; ++k) {
-    if (!leaf.active[g0 + k]) continue;
+    if (!leaf.active[g0 + k]) {
+      if (snap > 0) write(snapshot, k, 1.0f);  // 0 from the start
+      continue;
+    }
     const float eta = leaf.step[g0 + k];
     float* y = &s.y[k * per];
     const float *a = &s.a[k * per], *v = &s.v[k * per], *p = &s.p[k * per];
@@ -288,14 +300,11 @@ void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
                     : Pass<true>(c, eta, per, a, v, p, y, norm2);
       if (i > 0) q[i - 1] += static_cast<double>(smooth) + penalty;
       if (i < count) c = Shrink(leaf, eta, std::sqrt(norm2), penalty);
+      // The iterate after iteration i + 1 is c y, as Pass<true> writes it.
+      if (i + 1 == snap) write(snapshot, k, c);
     }
   }
-  for (int64_t row = 0; row < leaf.rows; ++row) {
-    for (int64_t k = 0; k < n; ++k) {
-      Store(to + (row * leaf.groups + g0 + k) * cols,
-            &s.y[k * per + row * cols], cols);
-    }
-  }
+  for (int64_t k = 0; k < n; ++k) write(to, k, 1.0f);
   Done();
 }
 
@@ -369,19 +378,22 @@ StopHints& Hints() {
   return *hints;
 }
 
+// Iterations past the remembered stop h that the first chunk runs, and
+// before its end that it keeps its iterate: max(2, h/16).
+int64_t Margin(int64_t hint) { return std::max<int64_t>(2, hint / 16); }
+
 // The iterations of the next chunk after `done`: with a hint h of the stop,
-// to h − m, then to h + m (m = max(2, h/16)), then `chunk` at a time;
-// without one, `chunk` at a time.
+// to h + m (m = Margin(h)), then `chunk` at a time; without one, `chunk` at
+// a time.
 int64_t NextChunk(int64_t done, int64_t hint, int64_t chunk) {
-  if (hint <= 0) return chunk;
-  const int64_t margin = std::max<int64_t>(2, hint / 16);
-  if (done == 0) return std::max<int64_t>(1, hint - margin);
-  if (done < hint + margin) return hint + margin - done;
-  return chunk;
+  return hint > 0 && done == 0 ? hint + Margin(hint) : chunk;
 }
 
 // The solve of a leaf into `out`, its subproblem from `source`; returns the
-// iterations (0 where every group is screened: θ̂ = 0).
+// iterations (0 where every group is screened: θ̂ = 0). With a remembered
+// stop h, a chunk keeps its iterate 2m iterations before its end (m =
+// Margin(h)), and a stop past that reruns from there: a stop within m of h
+// costs two sweeps, the first to h + m and the rerun of at most 2m.
 template <typename Source>
 int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
               float* out, int64_t max_iters, int64_t chunk, float rtol,
@@ -390,11 +402,14 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
   const int64_t size = rows * groups * cols, per = rows * cols;
   const int64_t blocks = (groups + leaf.block - 1) / leaf.block;
   auto spare = Buffers().Take(size);
+  std::unique_ptr<std::vector<float>> third;  // taken where a chunk needs it
   // Per block, its Q after each iteration of the current chunk.
   std::vector<double> records;
   int64_t sweeps = 0;
-  // Runs `count` iterations of every block from `from` into `to`.
-  auto sweep = [&](const float* from, float* to, int64_t count, bool screen) {
+  // Runs `count` iterations of every block from `from` into `to`, keeping
+  // the iterate after iteration `snap` (0: none) in `kept`.
+  auto sweep = [&](const float* from, float* to, int64_t count, bool screen,
+                   int64_t snap, float* kept) {
     records.assign(blocks * count, 0.0);
     const bool first = sweeps++ == 0;
     ParallelFor(pool, blocks, [&]() {
@@ -404,24 +419,37 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
         const int64_t g1 = std::min(groups, g0 + leaf.block);
         double* q = &records[i * count];
         if (screen) {
-          RunBlock<true>(leaf, source, first, g0, g1, from, to, count, q, *s);
+          RunBlock<true>(leaf, source, first, g0, g1, from, to, count, snap,
+                         kept, q, *s);
         } else {
-          RunBlock<false>(leaf, source, first, g0, g1, from, to, count, q, *s);
+          RunBlock<false>(leaf, source, first, g0, g1, from, to, count, snap,
+                          kept, q, *s);
         }
       };
     });
   };
   const StopHints::Key key{rows, groups, cols, max_iters};
   const int64_t hint = remember ? Hints().Get(key) : 0;
+  const int64_t margin = hint > 0 ? Margin(hint) : 0;
   const float* from = leaf.start;
   float* to = out;
+  // A buffer that is neither `from` nor `to`.
+  auto other = [&]() {
+    float* buffer = BufferPool::Aligned(*spare);
+    if (buffer != from && buffer != to) return buffer;
+    if (third == nullptr) third = Buffers().Take(size);
+    return BufferPool::Aligned(*third);
+  };
   std::vector<float> q;  // the leaf's Q after each iteration
   int64_t stop = 0;
   while (stop == 0) {
     const int64_t done = q.size();
     const int64_t count =
         std::min(NextChunk(done, hint, chunk), max_iters - done);
-    sweep(from, to, count, done == 0);
+    const int64_t snap = count > 2 * margin && margin > 0 ? count - 2 * margin
+                                                          : 0;
+    float* kept = snap > 0 ? other() : nullptr;
+    sweep(from, to, count, done == 0, snap, kept);
     if (done == 0 && std::none_of(leaf.active, leaf.active + groups,
                                   [](uint8_t x) { return x != 0; })) {
       break;  // every group screened: θ̂ = 0, no iteration
@@ -437,8 +465,12 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
         stop = j;
       }
     }
-    if (stop != 0 && stop < done + count) {
-      sweep(from, to, stop - done, done == 0);  // rerun to the stop
+    if (stop != 0 && stop < done + count) {  // rerun to the stop
+      if (snap > 0 && stop > done + snap) {
+        sweep(kept, to, stop - done - snap, false, 0, nullptr);
+      } else {
+        sweep(from, to, stop - done, done == 0, 0, nullptr);
+      }
     } else if (stop == 0) {
       from = to;
       to = to == out ? BufferPool::Aligned(*spare) : out;
@@ -447,6 +479,7 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
   if (remember && stop > 0) Hints().Set(key, stop);
   if (to != out) std::memcpy(out, to, size * sizeof(float));
   Buffers().Give(std::move(spare));
+  if (third != nullptr) Buffers().Give(std::move(third));
   return stop;
 }
 
