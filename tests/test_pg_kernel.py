@@ -116,8 +116,8 @@ def test_chunks_do_not_change_the_solve(name, block_bytes):
 @pytest.mark.parametrize("name", sorted(LEAVES))
 def test_a_remembered_stop_does_not_change_the_solve(name):
   # The first chunk aims at the stop of the last solve of the view, here
-  # one that stopped far earlier, far later (rtol < 0: at max_iters), or at
-  # the same iteration.
+  # one that stopped far earlier, far later (rtol < 0: at max_iters), at
+  # the same iteration, or where the chunk keeps an iterate.
   sub, z0 = _subproblem(name, 0.05, seed=3)
   theta, iters = _kernel(name, sub, z0, max_iters=60, rtol=1e-6,
                          remember=False)
@@ -129,6 +129,14 @@ def test_a_remembered_stop_does_not_change_the_solve(name):
     assert int(again_iters) == int(iters)
     np.testing.assert_array_equal(again, theta)
   assert planted[0] < int(iters) < planted[1]
+  # A stop h = s + 4 remembered under max_iters = s + 4: the first chunk
+  # runs to s + 4 and keeps its iterate after iteration s, the stop's.
+  top = int(iters) + 4
+  theta, _ = _kernel(name, sub, z0, max_iters=top, rtol=1e-6, remember=False)
+  _kernel(name, sub, z0, max_iters=top, rtol=-1.0)
+  again, again_iters = _kernel(name, sub, z0, max_iters=top, rtol=1e-6)
+  assert int(again_iters) == int(iters)
+  np.testing.assert_array_equal(again, theta)
 
 
 def test_screened_groups_are_zero_and_all_screened_runs_no_iteration():

@@ -392,8 +392,9 @@ int64_t NextChunk(int64_t done, int64_t hint, int64_t chunk) {
 // The solve of a leaf into `out`, its subproblem from `source`; returns the
 // iterations (0 where every group is screened: θ̂ = 0). With a remembered
 // stop h, a chunk keeps its iterate 2m iterations before its end (m =
-// Margin(h)), and a stop past that reruns from there: a stop within m of h
-// costs two sweeps, the first to h + m and the rerun of at most 2m.
+// Margin(h)): a stop there takes that iterate, and a stop past it reruns
+// from there, so that a stop within m of h costs one or two sweeps, the
+// first to h + m and the rerun of at most 2m − 1.
 template <typename Source>
 int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
               float* out, int64_t max_iters, int64_t chunk, float rtol,
@@ -465,7 +466,9 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
         stop = j;
       }
     }
-    if (stop != 0 && stop < done + count) {  // rerun to the stop
+    if (stop != 0 && stop == done + snap) {
+      to = kept;  // the kept iterate is the stop's
+    } else if (stop != 0 && stop < done + count) {  // rerun to the stop
       if (snap > 0 && stop > done + snap) {
         sweep(kept, to, stop - done - snap, false, 0, nullptr);
       } else {
