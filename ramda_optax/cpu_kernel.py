@@ -360,8 +360,9 @@ def pg_leaf(
   leaf's test on the sum then stops the solve, the blocks rerunning the
   last chunk to the stopping iteration. With ``remember``, the kernel keeps
   (in the process, per view and ``max_iters``) the iteration at which the
-  last solve stopped, and the next solve's first chunk ends just short of
-  it, then the next just past it; the stop moves little from step to step.
+  last solve stopped, and the next solve's first chunk runs just past it,
+  keeping its iterate from just short of it, from which a stop between
+  reruns; the stop moves little from step to step.
   Only the chunks depend on it: θ̂ and the iterations are the same floats
   whatever the chunks.
 

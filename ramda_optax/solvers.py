@@ -287,8 +287,12 @@ def pg_solver(
   (:func:`ramda_optax.cpu_kernel.pg_leaf`): its blocks of groups run
   chunks of iterations in cache, recording their Q after each, and the
   leaf's test on the recorded sums stops the solve (the blocks rerun the
-  last chunk to the stopping iteration). It computes the XLA path's
-  iterations; its Q is summed in another order, so where the decrease
+  last chunk to the stopping iteration). For the optimizers whose
+  statistics have a :class:`ramda_optax.Moments` form (``ramda``,
+  ``proxgen``, ``prox_ssi``) the kernel runs the whole step
+  (:func:`ramda_optax.cpu_kernel.pg_step`): it updates the statistics in
+  its first sweep and forms the subproblem in cache. It computes the XLA
+  path's iterations; its Q is summed in another order, so where the decrease
   reaches float32's resolution the two may stop an iteration or a few
   apart. Everywhere else (other platforms, dtypes and penalties,
   ``residual_tol``, ``block_bytes``, no C++ compiler) it is the XLA path,

@@ -350,9 +350,10 @@ BufferPool& Buffers() {
 
 // Where the last solve of a leaf of each view stopped, by (rows, groups,
 // cols, max_iters). The stop moves little from one step to the next, so the
-// next solve's first chunk aims just short of it, which saves the sweeps
-// and the reruns of fixed chunks. Only the chunks depend on it: θ̂ and the
-// iterations are the same floats whatever the chunks.
+// next solve's first chunk runs just past it, keeping an iterate just short
+// of it, which saves the sweeps and the reruns of fixed chunks. Only the
+// chunks depend on it: θ̂ and the iterations are the same floats whatever
+// the chunks.
 class StopHints {
  public:
   using Key = std::array<int64_t, 4>;
@@ -378,8 +379,8 @@ StopHints& Hints() {
   return *hints;
 }
 
-// Iterations past the remembered stop h that the first chunk runs, and
-// before its end that it keeps its iterate: max(2, h/16).
+// The window m about a remembered stop h: the first chunk runs to h + m
+// and keeps its iterate after iteration h − m. m = max(2, h/16).
 int64_t Margin(int64_t hint) { return std::max<int64_t>(2, hint / 16); }
 
 // The iterations of the next chunk after `done`: with a hint h of the stop,
