@@ -203,6 +203,18 @@ def leaf_takes(penalty: LeafPenalty | None,
   return view
 
 
+def _view_attributes(view: View, block_bytes: int | None,
+                     max_iters: int) -> dict:
+  """The kernels' shared attributes (``csrc/step_binding.h``, WithView):
+  the leaf's view, its groups per block (``block_bytes`` per array of a
+  block; None: ``BLOCK_BYTES``) and the most iterations."""
+  rows, groups, cols = view
+  block = max(1, (block_bytes or BLOCK_BYTES) // (rows * cols * 4))
+  return dict(rows=np.int64(rows), groups=np.int64(groups),
+              cols=np.int64(cols), block=np.int64(block),
+              max_iters=np.int64(max_iters))
+
+
 def group_step(
     view: View,
     penalty: GroupNorm | None,
@@ -246,9 +258,6 @@ def group_step(
   if penalty is None:
     coefficients = (*coefficients[:-1], 0.0)
   coefficients = jnp.stack([jnp.asarray(x, jnp.float32) for x in coefficients])
-  rows, groups, cols = view
-  per_group = rows * cols * 4
-  block = max(1, (block_bytes or BLOCK_BYTES) // per_group)
   leaf = jax.ShapeDtypeStruct(g.shape, jnp.float32)
   restarts = restart is not False
   if restarts and delta:
@@ -258,7 +267,7 @@ def group_step(
   call = jax.ffi.ffi_call(
       STEP_TARGET,
       (leaf, leaf, leaf if restarts else jax.ShapeDtypeStruct((0,), jnp.float32),
-       jax.ShapeDtypeStruct((groups,), jnp.float32) if delta else leaf,
+       jax.ShapeDtypeStruct((view[1],), jnp.float32) if delta else leaf,
        jax.ShapeDtypeStruct((), jnp.int32)),
       input_output_aliases=aliases,
       vmap_method="sequential",
@@ -266,8 +275,7 @@ def group_step(
   v, u, new_anchor, theta, passes = call(
       g, w if restarts or delta else anchor, v, u, anchor, start,
       coefficients, jnp.asarray(restart, jnp.bool_),
-      rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
-      block=np.int64(block), max_iters=np.int64(max_iters),
+      **_view_attributes(view, block_bytes, max_iters),
       group_weight=np.float32(1.0 if penalty is None else penalty.weight),
       warm_start=bool(warm_start),
       root=np.int64(root), offsets=bool(delta))
@@ -317,8 +325,6 @@ def pg_step(
   """
   g, w, v, u, anchor, start = arrays
   coefficients = jnp.stack([jnp.asarray(x, jnp.float32) for x in coefficients])
-  rows, groups, cols = view
-  block = max(1, (block_bytes or BLOCK_BYTES) // (rows * cols * 4))
   leaf = jax.ShapeDtypeStruct(g.shape, jnp.float32)
   restarts = restart is not False
   call = jax.ffi.ffi_call(
@@ -331,8 +337,7 @@ def pg_step(
   v, u, new_anchor, theta, iterations = call(
       g, w, v, u, anchor, start, coefficients,
       jnp.asarray(restart, jnp.bool_),
-      rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
-      block=np.int64(block), max_iters=np.int64(max_iters),
+      **_view_attributes(view, block_bytes, max_iters),
       chunk=np.int64(chunk or PG_CHUNK), rtol=np.float32(rtol),
       group_weight=np.float32(penalty.weight), remember=bool(remember),
       root=np.int64(root))
@@ -381,8 +386,6 @@ def pg_leaf(
   Returns:
     ``(θ̂, iterations)``.
   """
-  rows, groups, cols = view
-  block = max(1, (block_bytes or BLOCK_BYTES) // (rows * cols * 4))
   a, v = sub.anchor, sub.linear
   call = jax.ffi.ffi_call(
       PG_TARGET,
@@ -393,8 +396,7 @@ def pg_leaf(
   return call(
       a, v, jnp.broadcast_to(sub.metric, a.shape), z0,
       jnp.asarray(sub.threshold, jnp.float32),
-      rows=np.int64(rows), groups=np.int64(groups), cols=np.int64(cols),
-      block=np.int64(block), max_iters=np.int64(max_iters),
+      **_view_attributes(view, block_bytes, max_iters),
       chunk=np.int64(chunk or PG_CHUNK), rtol=np.float32(rtol),
       group_weight=np.float32(penalty.weight), remember=bool(remember))
 
