@@ -71,6 +71,12 @@ TARGETS = {STEP_TARGET: "RamdaGroupStep", PG_TARGET: "RamdaPgLeaf",
 # stay in a core's 512 KiB L2 beside the streamed arrays (32 KiB, 128 KiB and
 # 512 KiB measured on VGG19: 128 KiB fastest).
 BLOCK_BYTES = 128 * 1024
+# The same for the PG kernels, whose blocks also prefetch the next block
+# while they iterate: a block's a, v, P and iterate in scratch beside the
+# next block's arrays. On VGG19's largest leaf the step's sweep of one
+# iteration took 3.59 ms with 64 KiB, 3.96, 3.72 and 3.85 ms with 32, 96
+# and 128 KiB; of 40 iterations, 11.0 to 11.5 ms with each.
+PG_BLOCK_BYTES = 64 * 1024
 # Iterations of a chunk of the PG solve where no earlier stop is
 # remembered: its blocks run a chunk in cache, and rerun it to the stop
 # when the leaf stops inside it.
@@ -203,13 +209,12 @@ def leaf_takes(penalty: LeafPenalty | None,
   return view
 
 
-def _view_attributes(view: View, block_bytes: int | None,
-                     max_iters: int) -> dict:
+def _view_attributes(view: View, block_bytes: int, max_iters: int) -> dict:
   """The kernels' shared attributes (``csrc/step_binding.h``, WithView):
   the leaf's view, its groups per block (``block_bytes`` per array of a
-  block; None: ``BLOCK_BYTES``) and the most iterations."""
+  block) and the most iterations."""
   rows, groups, cols = view
-  block = max(1, (block_bytes or BLOCK_BYTES) // (rows * cols * 4))
+  block = max(1, block_bytes // (rows * cols * 4))
   return dict(rows=np.int64(rows), groups=np.int64(groups),
               cols=np.int64(cols), block=np.int64(block),
               max_iters=np.int64(max_iters))
@@ -275,7 +280,7 @@ def group_step(
   v, u, new_anchor, theta, passes = call(
       g, w if restarts or delta else anchor, v, u, anchor, start,
       coefficients, jnp.asarray(restart, jnp.bool_),
-      **_view_attributes(view, block_bytes, max_iters),
+      **_view_attributes(view, block_bytes or BLOCK_BYTES, max_iters),
       group_weight=np.float32(1.0 if penalty is None else penalty.weight),
       warm_start=bool(warm_start),
       root=np.int64(root), offsets=bool(delta))
@@ -337,7 +342,8 @@ def pg_step(
   v, u, new_anchor, theta, iterations = call(
       g, w, v, u, anchor, start, coefficients,
       jnp.asarray(restart, jnp.bool_),
-      **_view_attributes(view, block_bytes, max_iters),
+      **_view_attributes(view, block_bytes or PG_BLOCK_BYTES,
+                         max_iters),
       chunk=np.int64(chunk or PG_CHUNK), rtol=np.float32(rtol),
       group_weight=np.float32(penalty.weight), remember=bool(remember),
       root=np.int64(root))
@@ -380,7 +386,8 @@ def pg_leaf(
     rtol: the relative-decrease tolerance.
     chunk: iterations of a chunk where no stop is remembered, or past it
       (None: ``PG_CHUNK``).
-    block_bytes: bytes of one array of a block (None: ``BLOCK_BYTES``).
+    block_bytes: bytes of one array of a block (None:
+      ``PG_BLOCK_BYTES``).
     remember: aim the chunks at the last solve's stop for this view.
 
   Returns:
@@ -396,7 +403,8 @@ def pg_leaf(
   return call(
       a, v, jnp.broadcast_to(sub.metric, a.shape), z0,
       jnp.asarray(sub.threshold, jnp.float32),
-      **_view_attributes(view, block_bytes, max_iters),
+      **_view_attributes(view, block_bytes or PG_BLOCK_BYTES,
+                         max_iters),
       chunk=np.int64(chunk or PG_CHUNK), rtol=np.float32(rtol),
       group_weight=np.float32(penalty.weight), remember=bool(remember))
 

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <memory>
 #include <mutex>
+#include <type_traits>
 
 #include "xla/ffi/api/ffi.h"
 
@@ -18,9 +19,12 @@ namespace ramda_optax {
 // pool.num_threads() − 1 of the pool's threads, and returns when all have
 // run. A thread claims an index first and only then calls make_body()
 // (which allocates its scratch); it then claims indices until none is
-// left. As the caller waits for every claimed index, make_body and the
-// bodies it makes may refer to the caller's locals; a thread that starts
-// after the last claim touches only the shared counters.
+// left, each before it runs the one it holds: a body that takes two
+// indices, body(i, next), is told the index its thread runs next (−1 for
+// none), whose data it may prefetch. As the caller waits for every
+// claimed index, make_body and the bodies it makes may refer to the
+// caller's locals; a thread that starts after the last claim touches only
+// the shared counters.
 template <typename MakeBody>
 void ParallelFor(xla::ffi::ThreadPool& pool, int64_t n, MakeBody make_body) {
   if (n <= 0) return;
@@ -36,12 +40,18 @@ void ParallelFor(xla::ffi::ThreadPool& pool, int64_t n, MakeBody make_body) {
     int64_t i = shared->next.fetch_add(1);
     if (i >= n) return;
     auto body = (*make)();
-    for (; i < n; i = shared->next.fetch_add(1)) {
-      body(i);
+    while (i < n) {
+      const int64_t next = shared->next.fetch_add(1);
+      if constexpr (std::is_invocable_v<decltype(body)&, int64_t, int64_t>) {
+        body(i, next < n ? next : -1);
+      } else {
+        body(i);
+      }
       if (shared->done.fetch_add(1) + 1 == n) {
         std::lock_guard<std::mutex> lock(shared->mutex);
         shared->finished.notify_all();
       }
+      i = next;
     }
   };
   const int64_t helpers = std::min<int64_t>(pool.num_threads() - 1, n - 1);
