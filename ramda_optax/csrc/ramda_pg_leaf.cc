@@ -22,7 +22,8 @@
 // second buffer; the blocks' records, summed in block order, then give the
 // leaf's test (the same sums whatever the chunks). Where the leaf stops
 // inside a chunk, its blocks rerun from the chunk's first iterate, kept in
-// the other buffer, to the stopping iteration. One pass over a group's
+// the other buffer, to the stopping iteration. While a block iterates, it
+// prefetches the block its thread runs next. One pass over a group's
 // entries makes an iteration: it scales the previous gradient step by the
 // group's prox factor, adds the entries' terms of Q to the group's sum,
 // and takes the next gradient step. The whole step updates V and U in its
