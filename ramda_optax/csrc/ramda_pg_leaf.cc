@@ -264,9 +264,9 @@ class Ahead {
 constexpr int64_t kSegment = 4096;
 // The passes of a group over which a block spreads the prefetches of the
 // next: its first four. With segments of 1024 entries, the solve's sweep
-// of 40 iterations on VGG19's largest leaf took 9.9 to 10.2 ms so, 10.3 to
-// 10.6 ms spread over all 41 passes; with 4096, the step's took 10.2 to
-// 10.4 ms over two, four or eight.
+// of 40 iterations on VGG19's largest leaf took 9.9 to 10.2 ms so, against
+// 10.3 to 10.6 ms with the prefetches spread over all 41 passes; with
+// 4096, the step's sweep took 10.2 to 10.4 ms over two, four or eight.
 constexpr int64_t kAheadPasses = 4;
 
 // One pass over a group's entries: z = c y (the previous step's iterate)
