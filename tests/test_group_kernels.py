@@ -9,10 +9,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from jax.experimental import pallas as pl
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 import ramda_optax as ro
+from ramda_optax import _numerics
 from ramda_optax import group_kernels
 from tests import numpy_reference as ref
 from tests.test_blocks import _solve
@@ -280,6 +282,87 @@ def test_fused_step_lowers_to_triton_for_a_gpu(newton, root, restart, delta):
       disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(
           "__gpu$xla.gpu.triton")])((x,) * 6, jnp.ones(8), jnp.bool_(True))
   assert exported.mlir_module().count("custom_call @__gpu$xla.gpu.triton") == 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("newton", [True, False])
+@pytest.mark.parametrize("root", [3, 2])
+def test_a_float32_kernel_for_a_gpu_takes_the_hardware_approximations(
+    dtype, newton, root):
+  """Compiled for a GPU, a float32 step takes the PTX reciprocal in Newton's
+  passes and in the cube root's steps, and the PTX square root; a float64
+  step takes neither."""
+  shape = (3, 3, 6, 5)
+  penalty = _penalty(shape, (0, 1, 3))
+  view = group_kernels.leaf_view(penalty, shape)
+
+  def step(arrays, scalars):
+    return group_kernels.fused_step(
+        view, penalty, arrays, tuple(scalars), False, root=root, delta=False,
+        block_bytes=128, max_iters=8, newton=newton, rtol=1e-6,
+        interpret=False)
+
+  with jax.enable_x64(dtype == "float64"):
+    x = jnp.ones(shape, dtype)
+    module = jax.export.export(
+        jax.jit(step), platforms=["cuda"],
+        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(
+            "__gpu$xla.gpu.triton")])((x,) * 6, jnp.ones(8, dtype)).mlir_module()
+  expected = {group_kernels._PTX["sqrt"]: int(root == 2),
+              group_kernels._PTX["reciprocal"]: int(newton or root == 3)}
+  for code, count in expected.items():
+    assert module.count(code) == (count if dtype == "float32" else 0), code
+
+
+def approximation_errors(size: int = 1 << 16, seed: int = 0) -> dict:
+  """The largest relative errors of the compiled kernels' reciprocal, cube
+  root and square root (``group_kernels._PTX``) over ``size`` float32
+  values spread log-uniformly over [1e-37, 1e37], against float64, and of
+  the cube root against the XLA path's (``cbrt vs xla``); and whether 0
+  and ∞ map to 0 and ∞ (∞ and 0 for the reciprocal). A GPU only."""
+  rng = np.random.default_rng(seed)
+  x = np.float32(10.0 ** rng.uniform(-37, 37, size))
+  x[:2] = 0, np.inf
+  funcs = {"reciprocal": lambda v: group_kernels._reciprocal(v, True),
+           "cbrt": lambda v: group_kernels._root(3, v, True),
+           "sqrt": lambda v: group_kernels._root(2, v, True)}
+
+  def kernel(x_ref, *refs):
+    for f, out_ref in zip(funcs.values(), refs):
+      out_ref[...] = f(x_ref[...])
+
+  block = pl.BlockSpec((1024,), lambda i: (i,))
+  out = pl.pallas_call(
+      kernel, grid=(size // 1024,), in_specs=[block],
+      out_specs=[block] * len(funcs),
+      out_shape=[jax.ShapeDtypeStruct(x.shape, jnp.float32)] * len(funcs))(x)
+  with np.errstate(divide="ignore"):
+    exact = {"reciprocal": 1 / np.float64(x), "cbrt": np.cbrt(np.float64(x)),
+             "sqrt": np.sqrt(np.float64(x))}
+  errors = {}
+  for name, y in zip(funcs, out):
+    y, e = np.float64(np.asarray(y)), exact[name]
+    errors[name] = float(np.max(np.abs(y[2:] - e[2:]) / e[2:]))
+    errors[name + " at 0 and inf"] = bool(np.array_equal(y[:2], e[:2]))
+  xla = np.float64(np.asarray(jax.jit(_numerics.cbrt)(x)))[2:]
+  errors["cbrt vs xla"] = float(np.max(np.abs(
+      np.float64(np.asarray(out[1]))[2:] - xla) / xla))
+  return errors
+
+
+@pytest.mark.skipif(jax.default_backend() != "gpu",
+                    reason="the PTX approximations run only in kernels "
+                    "compiled for a GPU (elsewhere the kernels compute "
+                    "exactly what the XLA path computes)")
+def test_the_hardware_approximations_hold_float32_accuracy():
+  errors = approximation_errors()
+  assert errors["reciprocal"] < 2.4e-7  # 2 float32 ulps
+  assert errors["sqrt"] < 2.4e-7
+  # tests/test_numerics.py's bound of the XLA path's cube root, and within
+  # 8 ulps of it.
+  assert errors["cbrt"] < 1.5e-6
+  assert errors["cbrt vs xla"] < 9.6e-7
+  assert all(v for k, v in errors.items() if k.endswith("inf"))
 
 
 @pytest.mark.parametrize("start_is_params", [True, False])

@@ -11,6 +11,7 @@ import pytest
 import ramda_optax as ro
 from benchmarks import kernel_ab
 from ramda_optax import cpu_kernel
+from ramda_optax import group_kernels
 from tests.test_cpu_kernel import GROUPS
 from tests.test_cpu_kernel import SHAPES
 from tests.test_cpu_kernel import _problem
@@ -59,3 +60,29 @@ def test_a_step_traced_with_them_calls_them_and_computes_the_step(
     np.testing.assert_array_equal(s.inner_iters, t.inner_iters)
     for k in SHAPES:
       np.testing.assert_allclose(p[k], q[k], rtol=1e-5, atol=1e-5)
+
+
+def test_the_revision_s_pallas_kernels_are_swapped_in():
+  """A step traced with the revision's Pallas kernels calls them on every
+  grouped leaf, and takes the steps of this checkout's kernels (the
+  revision here is HEAD)."""
+  pallas = kernel_ab.revision_pallas("HEAD")
+  assert pallas is not group_kernels
+  calls = []
+  original = pallas.fused_step
+  pallas.fused_step = lambda *a, **k: calls.append(a[0]) or original(*a, **k)
+  make = lambda: ro.ramda(0.3, regularizer=ro.group_lasso(0.3, GROUPS),
+                          solver=ro.exact_solver(block_bytes=100,
+                                                 backend="pallas"))
+  swapped = kernel_ab.with_kernels(make(), kernel_ab.Kernels(None, pallas))
+  params = {k: jnp.zeros(s, jnp.float32) for k, s in SHAPES.items()}
+  jax.jit(swapped.update).lower(params, swapped.init(params), params)
+  assert set(calls) == {
+      group_kernels.leaf_view(ro.GroupNorm(axes, 1), SHAPES[k])
+      for k, axes in GROUPS.items() if axes is not None}
+  init, grad_fn = _problem()
+  ours, mine = (_run(opt, init, grad_fn, 3) for opt in (swapped, make()))
+  for (p, s), (q, t) in zip(ours, mine):
+    np.testing.assert_array_equal(s.inner_iters, t.inner_iters)
+    for k in SHAPES:
+      np.testing.assert_allclose(p[k], q[k], rtol=1e-6, atol=1e-6)
