@@ -86,8 +86,9 @@ def triton_ir(shape: tuple[int, ...], newton: bool, root: int, delta: bool,
   warps = int(re.search(r"num_warps = (\d+)", module[call:]).group(1))
   code = _mlir_string(module, module.index('ir = "', call) + len('ir = "'))
   # Imported here: jaxlib's Triton dialect, needed only to print the IR.
-  from jax._src.lib.mlir import ir  # pylint: disable=g-import-not-at-top
-  from jaxlib.triton import dialect  # pylint: disable=g-import-not-at-top
+  # pylint: disable=g-import-not-at-top
+  from jax._src.lib.mlir import ir
+  from jaxlib.triton import dialect
   context = ir.Context()
   dialect.register_dialect(context)
   with context:
@@ -97,9 +98,10 @@ def triton_ir(shape: tuple[int, ...], newton: bool, root: int, delta: bool,
 def compile_sass(ttir: str, warps: int, arch: int) -> tuple[str, str]:
   """``(resource usage, SASS)`` of ``ttir`` compiled by the ``triton``
   package for sm_``arch``."""
+  # pylint: disable=g-import-not-at-top
   try:
-    import triton  # pylint: disable=g-import-not-at-top
-    from triton.backends.compiler import GPUTarget  # pylint: disable=g-import-not-at-top
+    import triton
+    from triton.backends.compiler import GPUTarget
   except ImportError as e:
     raise SystemExit("needs the triton package (pip install triton)") from e
   with tempfile.TemporaryDirectory() as folder:

@@ -15,11 +15,11 @@ def safe_divide(x: jax.Array, y: jax.Array) -> jax.Array:
 
 
 # Per float type: the unsigned integer type of its bits (those of x >= 0
-# divide by 3 as unsigned numbers: no sign correction), the bias constant of
-# the seed (bits(x)/3 + constant ≈ bits(∛x)), and the Newton steps that take the
-# seed's relative error of about 3% to the type's resolution. Measured over
-# normal floats from 1e-37 to 1e37: 1.2e-6 for float32 (exp(log(x)/3) gives
-# 2.6e-6), 6.7e-16 for float64.
+# divide by 3 as unsigned numbers, with no sign correction), the bias
+# constant of the seed (bits(x)/3 + constant ≈ bits(∛x)), and the Newton
+# steps that take the seed's relative error of about 3% to the type's
+# resolution. Measured over normal floats from 1e-37 to 1e37: 1.2e-6 for
+# float32 (exp(log(x)/3) gives 2.6e-6), 6.7e-16 for float64.
 _CBRT = {
     jnp.dtype(jnp.float32): (jnp.uint32, 0x2A51067F, 2),
     jnp.dtype(jnp.float64): (jnp.uint64, 0x2A9F76253119D328, 4),

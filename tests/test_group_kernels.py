@@ -9,9 +9,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.experimental import pallas as pl
 from hypothesis import example, given
 from hypothesis import strategies as st
+from jax.experimental import pallas as pl
 
 import ramda_optax as ro
 from ramda_optax import _numerics
@@ -304,10 +304,11 @@ def test_a_float32_kernel_for_a_gpu_takes_the_hardware_approximations(
 
   with jax.enable_x64(dtype == "float64"):
     x = jnp.ones(shape, dtype)
-    module = jax.export.export(
+    exported = jax.export.export(
         jax.jit(step), platforms=["cuda"],
         disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(
-            "__gpu$xla.gpu.triton")])((x,) * 6, jnp.ones(8, dtype)).mlir_module()
+            "__gpu$xla.gpu.triton")])((x,) * 6, jnp.ones(8, dtype))
+  module = exported.mlir_module()
   expected = {group_kernels._PTX["sqrt"]: int(root == 2),
               group_kernels._PTX["reciprocal"]: int(newton or root == 3)}
   for code, count in expected.items():
