@@ -139,6 +139,26 @@ def test_a_remembered_stop_does_not_change_the_solve(name):
   np.testing.assert_array_equal(again, theta)
 
 
+@pytest.mark.parametrize("name", sorted(LEAVES))
+def test_another_views_stops_do_not_change_the_solve(name):
+  # A view's remembered stop is scaled by how far the stop of the latest
+  # solve, of another view, moved from that view's solve before: here up
+  # thirtyfold (2 to 60 iterations) and down as far.
+  other = "dense" if name != "dense" else "conv"
+  sub, z0 = _subproblem(name, 0.05, seed=3)
+  other_sub, other_z0 = _subproblem(other, 0.05, seed=3)
+  theta, iters = _kernel(name, sub, z0, max_iters=60, rtol=1e-6,
+                         remember=False)
+  for rtols in ((0.5, -1.0), (-1.0, 0.5)):
+    _kernel(name, sub, z0, max_iters=60, rtol=1e-6)
+    stops = [int(_kernel(other, other_sub, other_z0, max_iters=60,
+                         rtol=rtol)[1]) for rtol in rtols]
+    assert max(stops) == 60 and min(stops) <= 3
+    again, again_iters = _kernel(name, sub, z0, max_iters=60, rtol=1e-6)
+    assert int(again_iters) == int(iters)
+    np.testing.assert_array_equal(again, theta)
+
+
 def test_screened_groups_are_zero_and_all_screened_runs_no_iteration():
   sub, z0 = _subproblem("conv", 0.3)
   theta, _ = _kernel("conv", sub, z0, max_iters=100, rtol=1e-4)

@@ -436,30 +436,42 @@ BufferPool& Buffers() {
   return *pool;
 }
 
-// Where the last solve of a leaf of each view stopped, by (rows, groups,
-// cols, max_iters). The stop moves little from one step to the next, so the
-// next solve's first chunk runs just past it, keeping an iterate just short
-// of it, which saves the sweeps and the reruns of fixed chunks. Only the
-// chunks depend on it: θ̂ and the iterations are the same floats whatever
-// the chunks.
+// Where the last two solves of a leaf of each view stopped, by (rows,
+// groups, cols, max_iters), to aim the next solve's first chunk just past
+// its stop. Stops move little from one step to the next, and early in
+// training they fall at every step, at much the same rate for every leaf:
+// a view's hint is its last stop, scaled by how far the stop of the
+// latest solve, of another view, moved from that view's solve before.
+// Only the chunks depend on it: θ̂ and the iterations are the same floats
+// whatever the chunks.
 class StopHints {
  public:
   using Key = std::array<int64_t, 4>;
 
+  // The hint for a solve of `key`'s view: 0 for none.
   int64_t Get(const Key& key) {
     std::lock_guard<std::mutex> lock(mutex_);
-    auto found = stops_.find(key);
-    return found == stops_.end() ? 0 : found->second;
+    const auto own = stops_.find(key);
+    const auto latest = stops_.find(latest_);
+    if (latest == stops_.end()) return 0;
+    if (own == stops_.end()) return latest->second[0];
+    const auto [now, before] = latest->second;
+    if (own == latest || before == 0) return own->second[0];
+    return std::max<int64_t>(1, std::llround(static_cast<double>(
+                                    own->second[0]) * now / before));
   }
 
   void Set(const Key& key, int64_t stop) {
     std::lock_guard<std::mutex> lock(mutex_);
-    stops_[key] = stop;
+    auto& stops = stops_[key];
+    stops = {stop, stops[0]};
+    latest_ = key;
   }
 
  private:
   std::mutex mutex_;
-  std::map<Key, int64_t> stops_;
+  std::map<Key, std::array<int64_t, 2>> stops_;  // the last stop, the one before
+  Key latest_{};
 };
 
 StopHints& Hints() {
