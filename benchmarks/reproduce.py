@@ -19,7 +19,7 @@ weighted group sparsity (or low-rank level) of the weights W and, for
 RAMDA/RMDA, of the subproblem solution θ̂.
 
     python -m benchmarks.reproduce --quick   # every task, reduced (117 s on 2 idle cores)
-    python -m benchmarks.reproduce --all     # every task, 3 seeds (52 min measured, cores busy)
+    python -m benchmarks.reproduce --all     # every task, 3 seeds (17 min measured, beside the frontiers)
     python -m benchmarks.reproduce --task logreg \\
         --methods ramda,rmda,proxgen,prox_ssi,prox_sgd --seeds 0,1,2
 
