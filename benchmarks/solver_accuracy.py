@@ -7,7 +7,10 @@ every step it takes that step's subproblem (W⁰, V, P = ∛U + ε, τ = αλ, w
 start W) and solves it with each solver; it reports the gap of the
 subproblem objective Q to the exact solution's, relative to |Q(θ̂_exact)|,
 and the iterations per regularized leaf, averaged over the run (and the
-worst step).
+worst step). It also reports how far the training run's own stops (the
+rule's iterations per leaf) move from one step to the next: the share of
+moves within a factor 0.8, the band inside which the rule's CPU kernel
+keeps a leaf's own last stop as its hint.
 
     python -m benchmarks.solver_accuracy --steps 200
 """
@@ -73,11 +76,13 @@ def main():
   }
   gaps = {name: [] for name in SOLVERS}
   iters = {name: [] for name in SOLVERS}
+  stops = []  # the training run's iterations per regularized leaf
   for n in range(args.steps):
     batch = slice(128 * n % 7936, 128 * n % 7936 + 128)
     before = jax.tree.map(jnp.copy, params)
     params, state, _ = step(params, state, train.images[batch],
                             train.labels[batch])
+    stops.append(np.asarray(state.inner_iters)[regularized])
     metric = jax.tree.map(lambda u: cbrt(u) + eps, state.precond[0])
     sub = Subproblem(state.dual.anchor, state.dual.grad_sum, metric,
                      state.threshold)
@@ -95,6 +100,12 @@ def main():
   for name in SOLVERS:
     print(f"{name:30s} {np.mean(gaps[name]):10.2e} {np.max(gaps[name]):10.2e} "
           f"{np.mean(iters[name]):11.1f}")
+  stops = np.array(stops, float)
+  moves = stops[1:] / np.maximum(stops[:-1], 1)
+  steady = np.mean((moves > 0.8) & (moves < 1.25))
+  print(f"the run's stops: {stops.min():.0f} to {stops.max():.0f} iterations "
+        f"per leaf; {100 * steady:.0f}% of their step-to-step moves within a "
+        "factor 0.8")
 
 
 if __name__ == "__main__":

@@ -450,9 +450,9 @@ class StopHints {
   using Key = std::array<int64_t, 4>;
 
   // Moves of a stop within (kSteady, 1/kSteady) leave other views' hints
-  // as they were: in a LeNet run on MNIST (150 steps of the paper's rule,
-  // stops of 8 to 100 iterations), 97% of the moves from one step to the
-  // next stayed within it.
+  // as they were: in the LeNet run on MNIST of benchmarks.solver_accuracy
+  // (150 steps of the paper's rule, stops of 8 to 100 iterations), 97% of
+  // the moves from one step to the next stayed within it.
   static constexpr double kSteady = 0.8;
 
   // The hint for a solve of `key`'s view: 0 for none.
