@@ -122,13 +122,13 @@ def with_kernels(opt: optax.GradientTransformation,
 
 def compare(revision: str, names: list[str], regime: str, strength: float,
             warmup: int, steps: int, starts: int,
-            rounds: int | None = None) -> list[dict]:
+            rounds: int | None = None, replay: str = "scan") -> list[dict]:
   """Each of ``names`` with this checkout's kernels and with
   ``revision``'s, beside optax.adam, on VGG19's problem: one row per run,
   its ratio to Adam's step and the iterations per regularized leaf. With
   ``rounds``, the early regime's device loops (``steps`` steps, ``starts``
-  starts, ``rounds`` timed rounds), each replay's ratio to the Adam
-  replay of its round, the median."""
+  starts, ``rounds`` timed rounds, replayed as ``replay`` gives), each
+  replay's ratio to the Adam replay of its round, the median."""
   theirs = revision_modules(revision)
   if jax.default_backend() == "cpu" and not cpu_kernel.available():
     raise SystemExit(f"no CPU kernel: {cpu_kernel.library()[1]}")
@@ -146,7 +146,7 @@ def compare(revision: str, names: list[str], regime: str, strength: float,
     ratio = lambda r: r["time_s"] / results[0]["time_s"]
   else:
     results = step_time.time_device_loops(opts, init, grad_fn, regularized,
-                                          steps, starts, rounds)
+                                          steps, starts, rounds, replay)
     adam = np.asarray(results[0]["times_s"])
     ratio = lambda r: float(np.median(np.asarray(r["times_s"]) / adam))
   return [{"variant": name, "kernels": kernels, "time_s": r["time_s"],
@@ -172,12 +172,15 @@ def main():
                       help="time the early regime's device loops (a GPU)")
   parser.add_argument("--rounds", type=int, default=5,
                       help="timed rounds of replays per start (device loop)")
+  parser.add_argument("--replay", choices=step_time.REPLAYS, default="scan",
+                      help="device loop: one scan, or one call per step")
   args = parser.parse_args()
   names = [n for n in args.variants.split(",") if n != "adam"]
   rows = compare(args.revision, names, args.regime, args.strength,
                  args.warmup, args.steps, args.starts,
-                 args.rounds if args.device_loop else None)
-  regime = "early (device loop)" if args.device_loop else args.regime
+                 args.rounds if args.device_loop else None, args.replay)
+  regime = (f"early (device loop, {args.replay})" if args.device_loop
+            else args.regime)
   print(f"vgg19, {jax.devices()[0].device_kind}, {regime} regime, "
         f"λ = {args.strength:g}; ratios to optax.adam "
         f"({1e3 * rows[0]['time_s']:.3f} ms) in one process")

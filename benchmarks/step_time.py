@@ -18,9 +18,10 @@ Every variant is timed beside an optax.adam run, their steps taken in turn
 iterations are reported per regularized leaf and step. ``--device-loop``
 times the early regime without the host: each start's steps are recorded,
 then replayed as one compiled scan (on an accelerator, the device's time
-without each call's dispatch); a variant's and Adam's replays run in turn,
-``--rounds`` of each per start, and the ratio is the median of each
-replay's to Adam's beside it.
+without each call's dispatch) or, with ``--replay calls``, as one call
+each, enqueued without waiting (as a training loop dispatches); a
+variant's and Adam's replays run in turn, ``--rounds`` of each per start,
+and the ratio is the median of each replay's to Adam's beside it.
 ``--training-step`` times the whole training step of the CNN demo
 instead (forward, backward, update), each variant's steps in turn with
 Adam's, and gives the median of their step-by-step ratios.
@@ -32,6 +33,7 @@ import argparse
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -280,69 +282,115 @@ def scanned_steps(opt) -> tuple[Callable, Callable]:
 
 class DeviceLoop(NamedTuple):
   """The early regime of an optimizer with the host out of the loop
-  (:func:`device_loop`): ``start()`` and the scratch of the replay and of
-  one step."""
+  (:func:`device_loop`): ``start()``, the scratch of the replay and of
+  one step, and (``calls`` replays) the share of each replay's time that
+  the host took to enqueue its calls."""
   start: Callable[[], tuple[Callable[[int], float], list[float]]]
   temp_bytes: int | None
   step_temp_bytes: int | None
+  enqueue_shares: list[float]
+
+
+# How a device loop replays the recorded steps.
+REPLAYS = ("scan", "calls")
 
 
 def device_loop(opt, init, grad_fn, regularized: np.ndarray,
-                steps: int) -> DeviceLoop:
+                steps: int, replay: str = "scan") -> DeviceLoop:
   """The early regime of ``opt`` with the host out of the loop, compiled
   once. Each call of ``start`` starts afresh: it runs ``steps`` steps one
   by one, recording their gradients and inner iterations per regularized
   leaf (untimed), and returns ``(replay, iterations)``; ``replay(n)`` replays
-  the recorded steps from the same fresh state as one compiled ``lax.scan``
-  of updates and returns the seconds per step. On an accelerator this is
-  the device's time per step, without per-call dispatch and without the
-  gradients' cost, as in a training loop that does not wait for each step.
-  ``temp_bytes`` is the replay's scratch (on a GPU, with the copies of the
-  gradients' slices that kernels take as operands), ``step_temp_bytes``
-  one step's, as :func:`time_variants` reports it."""
-  step, replay = scanned_steps(opt)
+  the recorded steps from the same fresh state and returns the seconds per
+  step, without waiting for each step and without the gradients' cost.
+
+  ``replay="scan"``: the steps as one compiled ``lax.scan`` over the
+  stacked gradients, on an accelerator the device's time per step; but a
+  kernel (a custom call) takes its gradient's slice as a copy, which a
+  training step, whose gradients are buffers of their own, does not make.
+  ``"calls"``: each step its own call of the jitted step, enqueued
+  without waiting, the gradients donated copies (buffers of their own),
+  as in a training loop; ``enqueue_shares`` tell whether the host kept
+  ahead of the device.
+  ``temp_bytes`` is the replay's scratch (of a scan: on a GPU, with the
+  copies of the gradients' slices), ``step_temp_bytes`` one step's (as
+  :func:`time_variants` reports it where the gradients are not donated)."""
+  if replay not in REPLAYS:
+    raise ValueError(f"replay must be one of {REPLAYS}; got {replay!r}")
+  step, scanned = scanned_steps(opt)
   fresh = lambda: jax.tree.map(jnp.copy, init)
   grads0 = grad_fn(init, 0)
-  stacked = jax.tree.map(lambda g: jnp.zeros((steps, *g.shape), g.dtype), grads0)
-  step = jax.jit(step, donate_argnums=(0, 1))
-  one = step.lower(fresh(), opt.init(fresh()), grads0).compile()
-  many = jax.jit(replay, donate_argnums=(0, 1)).lower(
-      fresh(), opt.init(fresh()), stacked).compile()
+  calls = replay == "calls"
+  with warnings.catch_warnings():
+    # A step whose outputs cannot reuse the gradients' buffers (Adam's).
+    warnings.filterwarnings("ignore", "Some donated buffers were not usable")
+    one = jax.jit(step, donate_argnums=(0, 1, 2) if calls else (0, 1)).lower(
+        fresh(), opt.init(fresh()), grads0).compile()
+  many = None
+  if not calls:
+    stacked = jax.tree.map(
+        lambda g: jnp.zeros((steps, *g.shape), g.dtype), grads0)
+    many = jax.jit(scanned, donate_argnums=(0, 1)).lower(
+        fresh(), opt.init(fresh()), stacked).compile()
+  enqueue_shares = []
 
   def start():
     params, state, recorded, iters = fresh(), opt.init(fresh()), [], []
     for n in range(steps):
       recorded.append(grad_fn(params, n))
-      params, state = one(params, state, recorded[-1])
+      params, state = one(params, state, jax.tree.map(jnp.copy, recorded[-1])
+                          if calls else recorded[-1])
       if isinstance(state, (ro.RamdaState, ro.ProximalState)):
         iters.append(float(np.asarray(state.inner_iters)[regularized].mean()))
-    grads = jax.block_until_ready(
-        jax.tree.map(lambda *g: jnp.stack(g), *recorded))
-    del recorded, params, state
+    del params, state
 
-    def run(n):
+    def run_scan(n):
       del n
       params, state = jax.block_until_ready((fresh(), opt.init(fresh())))
       begin = time.perf_counter()
       jax.block_until_ready(many(params, state, grads))
       return (time.perf_counter() - begin) / steps
 
-    return run, iters
+    def run_calls(n):
+      del n
+      params, state, grads = jax.block_until_ready((
+          fresh(), opt.init(fresh()),
+          [jax.tree.map(jnp.copy, g) for g in recorded]))
+      begin = time.perf_counter()
+      for g in grads:
+        params, state = one(params, state, g)
+      enqueued = time.perf_counter() - begin
+      jax.block_until_ready((params, state))
+      elapsed = time.perf_counter() - begin
+      enqueue_shares.append(enqueued / elapsed)
+      return elapsed / steps
+
+    if calls:
+      return run_calls, iters
+    grads = jax.block_until_ready(
+        jax.tree.map(lambda *g: jnp.stack(g), *recorded))
+    recorded.clear()
+    return run_scan, iters
 
   scratch = lambda c: getattr(c.memory_analysis(), "temp_size_in_bytes", None)
-  return DeviceLoop(start, scratch(many), scratch(one))
+  return DeviceLoop(start, scratch(many) if many is not None else None,
+                    scratch(one), enqueue_shares)
 
 
 def time_device_loops(opts: Sequence[optax.GradientTransformation], init,
                       grad_fn, regularized: np.ndarray, steps: int,
-                      starts: int, rounds: int) -> list[dict]:
-  """Times each of ``opts`` by :func:`device_loop`: per start, every
-  optimizer records its steps, then their replays run in turn for
-  ``rounds`` rounds after one untimed round (:func:`interleaved`). Each
-  result holds the median replay's seconds per step and every replay's
-  (``times_s``, round by round, start after start), so that paired ratios
-  come from replays taken one after the other."""
-  loops = [device_loop(opt, init, grad_fn, regularized, steps)
+                      starts: int, rounds: int,
+                      replay: str = "scan") -> list[dict]:
+  """Times each of ``opts`` by :func:`device_loop` (its ``replay``): per
+  start, every optimizer records its steps, then their replays run in
+  turn for ``rounds`` rounds after one untimed round (:func:`interleaved`).
+  Each result holds the median replay's seconds per step and every
+  replay's (``times_s``, round by round, start after start), so that
+  paired ratios come from replays taken one after the other, and of
+  ``calls`` replays the median share of a replay's time that the host
+  took to enqueue its calls, untimed rounds included (``enqueue_share``:
+  near 1, the host, not the device, set the pace)."""
+  loops = [device_loop(opt, init, grad_fn, regularized, steps, replay)
            for opt in opts]
   times = [[] for _ in opts]
   iters = [[] for _ in opts]
@@ -357,7 +405,9 @@ def time_device_loops(opts: Sequence[optax.GradientTransformation], init,
   return [{"time_s": float(np.median(t)), "times_s": t,
            "inner_iters_per_leaf": float(np.mean(it)) if it else None,
            "temp_bytes": loop.temp_bytes,
-           "step_temp_bytes": loop.step_temp_bytes}
+           "step_temp_bytes": loop.step_temp_bytes,
+           "enqueue_share": (float(np.median(loop.enqueue_shares))
+                             if loop.enqueue_shares else None)}
           for t, it, loop in zip(times, iters, loops)]
 
 
@@ -425,6 +475,10 @@ def main():
   parser.add_argument("--rounds", type=int, default=5,
                       help="device loop: replays per start of each variant "
                            "and of Adam, in turn")
+  parser.add_argument("--replay", choices=REPLAYS, default="scan",
+                      help="device loop: the recorded steps as one compiled "
+                           "scan, or as one call each, enqueued without "
+                           "waiting (the gradients buffers of their own)")
   parser.add_argument("--no-donate", action="store_true",
                       help="do not donate params and state to the step "
                            "(every variant, Adam included)")
@@ -451,14 +505,15 @@ def main():
   make = lambda name: make_variant(name, groups, args.strength,
                                   args.block_bytes, args.kernel_block_bytes)()
   names = [n for n in args.variants.split(",") if n != "adam"]
-  regime = "early (device loop)" if args.device_loop else args.regime
+  regime = (f"early (device loop, {args.replay})" if args.device_loop
+            else args.regime)
   print(f"{args.model}: {size / 1e6:.2f}M parameters, "
         f"{jax.devices()[0].device_kind}, {regime} regime, "
         f"λ = {args.strength:g}")
   if args.device_loop:
     timed = lambda name: time_device_loops(
         [make("adam"), make(name)], init, grad_fn, regularized, args.steps,
-        args.starts, args.rounds)
+        args.starts, args.rounds, args.replay)
   else:
     timed = lambda name: time_variants(
         [make("adam"), make(name)], init, grad_fn, regularized, args.regime,
@@ -473,6 +528,9 @@ def main():
                                    / np.asarray(adam["times_s"])))
       span = (f"; Adam {1e3 * min(adam['times_s']):.3f} to "
               f"{1e3 * max(adam['times_s']):.3f} ms over its replays")
+      if r["enqueue_share"] is not None:
+        span += (f"; enqueued in {100 * adam['enqueue_share']:.0f}% (Adam) "
+                 f"and {100 * r['enqueue_share']:.0f}% of the replay")
     else:
       r["ratio"] = r["time_s"] / adam["time_s"]
       span = ""

@@ -187,7 +187,7 @@ def regularized_dual_averaging(
         damping=damping,
         threshold=threshold,
         solution=theta,
-        inner_iters=jnp.asarray(inner_iters, jnp.int32),
+        inner_iters=inner_iters,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 from jax import lax
 
@@ -156,7 +157,14 @@ def run_kernel(
       branches.update({name: step for name in PALLAS_PLATFORMS})
   if not branches:
     return None
-  return lax.platform_dependent(**branches, default=xla_step)
+  # Every branch's count in the shape of a kernel's by shards (one per
+  # entry of the free axis), so that the branches give one type.
+  shape = partitioning.count_shape(penalty, arrays[0].shape)
+  counted = lambda run: lambda: (lambda out, it: (
+      out, jnp.broadcast_to(it, shape)))(*run())
+  return lax.platform_dependent(
+      **{name: counted(run) for name, run in branches.items()},
+      default=counted(xla_step))
 
 
 def block_bytes(solver: Any, penalty: LeafPenalty | None) -> int | None:
@@ -168,6 +176,18 @@ def block_bytes(solver: Any, penalty: LeafPenalty | None) -> int | None:
       or not hasattr(solver, "solve_block")):
     return None
   return getattr(solver, "block_bytes", None)
+
+
+def most_per_leaf(iters: Sequence[jax.Array]) -> jax.Array:
+  """One int32 per leaf: the most of its iteration counts (one, or one per
+  group or shard of a kernel's step), all leaves' in one reduction, so
+  that a step on a GPU does not launch a reduction per leaf."""
+  if not iters:
+    return jnp.zeros([0], jnp.int32)
+  counts = [jnp.ravel(jnp.asarray(i, jnp.int32)) for i in iters]
+  width = max(c.size for c in counts)
+  return jnp.max(jnp.stack([jnp.pad(c, (0, width - c.size)) for c in counts]),
+                 axis=1)
 
 
 def apply(
@@ -196,7 +216,8 @@ def apply(
       the platforms it does not run on.
 
   Returns:
-    ``(new trees, iterations per leaf)``; unchanged trees' leaves as given.
+    ``(new trees, iterations)``, unchanged trees' leaves as given and the
+    iterations one int32 per leaf (:func:`most_per_leaf`).
   """
   leaves, treedef = jax.tree.flatten(params)
   solvers.check_leaf_count(penalties, len(leaves))
@@ -226,4 +247,4 @@ def apply(
     iters.append(it)
   trees = tuple(treedef.unflatten([out[j] for out in new])
                 for j in range(len(columns)))
-  return trees, iters
+  return trees, most_per_leaf(iters)

@@ -447,8 +447,8 @@ def fused_step(
       the cube root's steps) and square root, within an ulp.
 
   Returns:
-    ``(V, U, a or None, θ̂ or θ̂ − W, iterations of the block that took
-    most)``.
+    ``(V, U, a or None, θ̂ or θ̂ − W, iterations)``, the iterations one
+    int32 per group (its block's).
   """
   g = arrays[0]
   dtype = g.dtype
@@ -488,4 +488,9 @@ def fused_step(
   )(scalars, *(x.reshape(view) for x in arrays))
   v, u = out[0].reshape(g.shape), out[1].reshape(g.shape)
   anchor = out[2].reshape(g.shape) if restarts else None
-  return v, u, anchor, out[-2].reshape(g.shape), jnp.max(out[-1])
+  # Each group's count is its block's; their most is taken with every
+  # other leaf's (ramda_optax.fused.most_per_leaf), not by a reduction of
+  # its own.
+  counts = jnp.broadcast_to(out[-1][:, None], (num_blocks, groups))
+  return (v, u, anchor, out[-2].reshape(g.shape),
+          counts.reshape(-1)[:view[1]])

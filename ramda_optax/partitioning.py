@@ -8,8 +8,10 @@ entry except for its sums over each group, so on a shard along axes that
 no group spans it is the step of that shard alone. :func:`by_shards` wraps
 a leaf's step in ``custom_partitioning``: the leaf keeps its sharding on
 those axes and is gathered on the others (which would cut groups), every
-device steps its shard, and the iterations, one count per shard, are
-maximised over the shards. Under ``vmap`` the step runs unpartitioned.
+device steps its shard, and the iterations come back as one count per
+entry of the first free axis (each shard's, or each group's where the
+kernel counts per group), sharded as that axis. Under ``vmap`` the step
+runs unpartitioned.
 
 Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Section 3 (the
 subproblem separates over the groups of ψ).
@@ -29,7 +31,9 @@ from ramda_optax.regularizers import LeafPenalty
 
 # The kernel's step of one leaf: (arrays, coefficients, restart, *, root,
 # delta) -> (V, U, anchor or None, θ̂ or θ̂ − W, iterations), as
-# :func:`ramda_optax.cpu_kernel.group_step` takes and returns them.
+# :func:`ramda_optax.cpu_kernel.group_step` takes and returns them; the
+# iterations one count, or one per entry of the leaf's free axis
+# (:func:`ramda_optax.group_kernels.fused_step`).
 GroupStep = Callable[..., tuple[jax.Array | None, ...]]
 # The sharding rule's names of a leaf's axes; z names the scalars.
 _FACTORS = string.ascii_lowercase[:-1]
@@ -40,6 +44,15 @@ def free_axes(penalty: LeafPenalty | None, ndim: int) -> tuple[int, ...]:
   without a penalty)."""
   spanned = () if penalty is None else penalty.block_axes(ndim)
   return tuple(d for d in range(ndim) if d not in spanned)
+
+
+def count_shape(penalty: LeafPenalty | None,
+                shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The shape of the iterations :func:`by_shards` gives for a leaf of
+  ``shape``: one count per entry of its first free axis, or one count
+  where the leaf runs whole."""
+  axes = free_axes(penalty, len(shape))
+  return (shape[axes[0]],) if axes and len(shape) <= len(_FACTORS) else ()
 
 
 def _kept(sharding, ndim: int, axes: Sequence[int]) -> PartitionSpec:
@@ -55,12 +68,14 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
 
   ``step`` must act on a shard as on a leaf of the shard's shape. Leaves
   with no such axis (a group spanning the leaf, a scalar), and leaves of
-  more than 25 axes, run whole."""
+  more than 25 axes, run whole. The iterations are not reduced here: the
+  most of every leaf's is taken at once
+  (:func:`ramda_optax.fused.most_per_leaf`)."""
 
   def partitioned(arrays, coefficients, restart, *, root, delta):
     ndim = arrays[0].ndim
     axes = free_axes(penalty, ndim)
-    if not axes or ndim > len(_FACTORS):
+    if not count_shape(penalty, arrays[0].shape):
       return step(arrays, coefficients, restart, root=root, delta=delta)
     restarts = restart is not False
     dtype = arrays[0].dtype
@@ -75,7 +90,7 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
           scalars[-1] > 0 if restarts else False, root=root, delta=delta)
       # One count per entry of the first free axis: an output that shards.
       return (*(x for x in results if x is not None),
-              jnp.full((leaves[0].shape[first],), iters, jnp.int32))
+              jnp.broadcast_to(iters, (leaves[0].shape[first],)))
 
     def shardings(mesh, arg_shapes):
       spec = _kept(arg_shapes[0].sharding, ndim, axes)
@@ -112,7 +127,6 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
       return out, jax.tree.map(lambda _: True, out)
 
     v, u, *anchor, theta, counts = batched(*arrays, scalars)
-    return (v, u, anchor[0] if restarts else None, theta,
-            jnp.max(counts, axis=-1))
+    return v, u, anchor[0] if restarts else None, theta, counts
 
   return partitioned

@@ -142,7 +142,7 @@ def regularized_proximal(
     return new_updates, ProximalState(
         count=optax.safe_increment(count),
         stats=tuple(stats),
-        inner_iters=jnp.asarray(inner_iters, jnp.int32),
+        inner_iters=inner_iters,
     )
 
   return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -194,6 +194,26 @@ def test_default_step_lowered_for_a_gpu_takes_the_default_blocks(
   assert re.findall(r"num_warps = (\d+)", module) == [str(warps)]
 
 
+def test_default_step_lowered_for_a_gpu_reduces_the_counts_once(monkeypatch):
+  """The kernels of a step lowered for a GPU give their blocks' iteration
+  counts unreduced: one reduction takes every leaf's most (an XLA
+  reduction per leaf is a kernel launch per leaf on a GPU), and the
+  counts are those of the step on a CPU."""
+  monkeypatch.setattr(fused, "gpu_in_use", lambda: True)
+  params = {"a": jnp.ones((3, 3, 8, 16)), "b": jnp.ones((3, 3, 16, 4)),
+            "c": jnp.ones((12, 10)), "bias": jnp.ones((10,))}
+  groups = {"a": (0, 1, 3), "b": (0, 1, 3), "c": (1,), "bias": None}
+  opt = ro.ramda(0.1, regularizer=ro.group_lasso(0.01, groups))
+  module = jax.export.export(
+      jax.jit(opt.update), platforms=["cuda"],
+      disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(
+          "__gpu$xla.gpu.triton")])(
+              params, opt.init(params), params).mlir_module()
+  assert module.count("custom_call @__gpu$xla.gpu.triton") == 3
+  reductions = re.findall(r"stablehlo\.reduce\(.*maximum.*xi32>", module)
+  assert len(reductions) == 1, reductions
+
+
 def test_kernel_is_built():
   assert cpu_kernel.available(), cpu_kernel.library()[1]
 

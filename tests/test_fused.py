@@ -149,3 +149,13 @@ def test_blocks_are_updated_in_place(method, solver):
       method(1e-2, regularizer=reg, solver=solver(backend="xla")),
       shape).memory_analysis().temp_size_in_bytes
   assert scratch <= 4 * np.prod(shape) + 16 * 4096 < whole
+
+
+def test_most_per_leaf_takes_each_leafs_most_count():
+  """One count per leaf, from a count or from a kernel's counts per group
+  of any length; int32, and empty for no leaves."""
+  got = ro.fused.most_per_leaf([jnp.int32(3), jnp.array([1, 9, 2]),
+                                jnp.array([4, 4]), jnp.int32(0)])
+  assert got.dtype == jnp.int32
+  np.testing.assert_array_equal(got, [3, 9, 4, 0])
+  assert ro.fused.most_per_leaf([]).shape == (0,)

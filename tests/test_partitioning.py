@@ -1,6 +1,8 @@
 """ramda_optax.partitioning: which axes of a leaf its kernel step may keep
 sharded. The steps on 8 devices are checked in tests/test_sharding.py."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -39,25 +41,31 @@ def test_the_kept_sharding_drops_the_axes_groups_span():
 def test_a_step_by_shards_equals_the_step_on_one_device():
   """On one device the wrapped step is the step: the restart flag and the
   coefficients reach it unchanged, the anchor is an output with restarts
-  only, and the iterations are the step's."""
+  only, and the iterations are the step's, one per entry of the free axis
+  (a single count broadcast, per-group counts as they are)."""
   calls = []
 
-  def step(arrays, coefficients, restart, *, root, delta):
+  def step(arrays, coefficients, restart, *, root, delta, per_group):
     calls.append((restart is False, root, delta))
     g, w = arrays[:2]
     scale = coefficients[0] + jnp.where(restart, 10.0, 0.0)
     anchor = None if restart is False else arrays[4] * 2
-    return g * scale, w + coefficients[1], anchor, g - w, jnp.int32(3)
+    # A count per group (row) from g's first column, or one count.
+    counts = g[:, 0].astype(jnp.int32) if per_group else jnp.int32(3)
+    return g * scale, w + coefficients[1], anchor, g - w, counts
 
   penalty = ro.regularizers.GroupNorm(axes=(1,), group_size=2)
   arrays = tuple(jnp.arange(6.0).reshape(3, 2) + i for i in range(6))
-  wrapped = partitioning.by_shards(step, penalty)
-  for restart in (False, jnp.bool_(True)):
-    got = jax.jit(lambda a, r=restart: wrapped(
-        a, (2.0, 0.5), r, root=3, delta=True))(arrays)
-    expected = step(arrays, (2.0, 0.5), restart, root=3, delta=True)
-    assert (got[2] is None) == (restart is False) and int(got[4]) == 3
-    for a, b in zip(got[:4], expected[:4]):
-      if b is not None:
-        np.testing.assert_array_equal(a, b)
+  for per_group, expected_counts in ((False, [3, 3, 3]), (True, [0, 2, 4])):
+    kernel = functools.partial(step, per_group=per_group)
+    wrapped = partitioning.by_shards(kernel, penalty)
+    for restart in (False, jnp.bool_(True)):
+      got = jax.jit(lambda a, r=restart, w=wrapped: w(
+          a, (2.0, 0.5), r, root=3, delta=True))(arrays)
+      expected = kernel(arrays, (2.0, 0.5), restart, root=3, delta=True)
+      assert got[2] is None if restart is False else got[2] is not None
+      np.testing.assert_array_equal(got[4], expected_counts)
+      for a, b in zip(got[:4], expected[:4]):
+        if b is not None:
+          np.testing.assert_array_equal(a, b)
   assert (True, 3, True) in calls and (False, 3, True) in calls

@@ -69,6 +69,28 @@ def test_device_loop_times_the_early_regime():
   assert looped["time_s"] == np.median(looped["times_s"]) > 0
 
 
+def test_calls_replay_each_recorded_step_from_its_own_gradients():
+  """Replayed as one call per step, the recorded gradients outlive each
+  replay (a replay donates copies of them: the untimed round and two timed
+  ones run per start), the iterations are the step-by-step timing's, the
+  host's share of each replay is recorded, and an unknown replay is an
+  error naming the choices."""
+  init, grad_fn = step_time.problem(SHAPES, GROUPS)
+  regularized = step_time._regularized_leaves(GROUPS, init)
+  opts = step_time.variants(GROUPS, 1e-4)
+  adam, looped = step_time.time_device_loops(
+      [opts["adam"](), opts["ramda"]()], init, grad_fn, regularized,
+      steps=3, starts=2, rounds=2, replay="calls")
+  stepped = _time("ramda", "early")
+  assert looped["inner_iters_per_leaf"] == stepped["inner_iters_per_leaf"]
+  assert len(adam["times_s"]) == len(looped["times_s"]) == 2 * 2
+  assert looped["temp_bytes"] is None
+  assert 0 < looped["enqueue_share"] <= 1 and 0 < adam["enqueue_share"] <= 1
+  with pytest.raises(ValueError, match="replay must be one of"):
+    step_time.device_loop(opts["adam"](), init, grad_fn, regularized, 3,
+                          replay="unrolled")
+
+
 def test_floors_read_and_write_like_a_dual_averaging_step():
   params = {"w": jnp.arange(6.0).reshape(2, 3)}
   grads = {"w": jnp.ones((2, 3))}
