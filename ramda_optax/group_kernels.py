@@ -91,7 +91,9 @@ def default_block_bytes(view: View, itemsize: int) -> int:
 def _block_rows(view: View, groups: int):
   """The block of the current program: ``(load, store, share)``, ``load(ref,
   r)`` and ``store(ref, r, x)`` reading and writing its r-th row, a masked
-  (groups, B') tile, and ``share`` its fraction of the leaf's groups."""
+  (groups, B') tile (only ``when``, a scalar, is true: a load masked off
+  reads no memory and gives 0), and ``share`` its fraction of the leaf's
+  groups."""
   num_groups, cols = view[1], view[2]
   width = pl.next_power_of_2(cols)
   first = pl.program_id(0) * groups
@@ -101,8 +103,10 @@ def _block_rows(view: View, groups: int):
   # int32 indices throughout (the interpreter wants one index type).
   at = lambda ref, r: ref.at[jnp.int32(r), pl.ds(first, groups),
                              pl.ds(jnp.int32(0), width)]
-  load = lambda ref, r: plt.load(at(ref, r), mask=mask, other=0)
-  store = lambda ref, r, x: plt.store(at(ref, r), x, mask=mask)
+  load = lambda ref, r, when=True: plt.load(at(ref, r), mask=mask & when,
+                                           other=0)
+  store = lambda ref, r, x, when=True: plt.store(at(ref, r), x,
+                                                 mask=mask & when)
   share = jnp.minimum(num_groups - first, groups) / num_groups
   return load, store, share
 
@@ -183,7 +187,6 @@ def _step_kernel(body: Callable, view: View, groups: int, root: int,
         scalars_ref[i] for i in range(9))
     restart = restart > 0
     load, store, share = _block_rows(view, groups)
-    zero = jnp.zeros((), tau.dtype)
     regularized = tau > 0
     anchors, linears, metrics, params = [], [], [], []
 
@@ -194,19 +197,22 @@ def _step_kernel(body: Callable, view: View, groups: int, root: int,
         theta = theta - (params[r] if restarts else load(w_ref, r))
       store(theta_ref, r, theta)
 
+    # A restart reads W into W⁰'s place and neither V nor U (V, U ← 0);
+    # another step reads V, U and W⁰ and neither reads W (unless for θ̂ − W)
+    # nor writes W⁰, whose buffer is its output's.
+    kept = jnp.logical_not(restart) if restarts else True
     for r in range(view[0]):
-      g, v, u = (load(ref, r) for ref in (g_ref, v_ref, u_ref))
-      if restarts:
-        v, u = jnp.where(restart, zero, v), jnp.where(restart, zero, u)
+      g = load(g_ref, r)
+      v, u = load(v_ref, r, kept), load(u_ref, r, kept)
       v = decay1 * v + weight1 * g
       u = decay2 * u + weight2 * (g * g)
       store(v_out, r, v)
       store(u_out, r, u)
-      a = load(a_ref, r)
+      a = load(a_ref, r, kept)
       if restarts:
-        w = load(w_ref, r)
+        w = load(w_ref, r, True if delta else restart)
         a = jnp.where(restart, w, a)
-        store(a_out, r, a)
+        store(a_out, r, a, restart)
         params.append(w)
       anchors.append(a)
       linears.append(linear * v)
