@@ -12,7 +12,9 @@ subproblem moves most between steps and the solvers iterate most: each of
 step is compiled beforehand on a copy), and the mean step time is reported.
 ``late`` times ``--steps`` steps after ``--warmup`` steps and reports their
 median. Each step is update and apply_updates, params and state donated
-(``--no-donate``: not).
+(``--no-donate``: not); its XLA scratch is reported beside that of a step
+that computes its own gradients, as a training step does (whose gradients
+a kernel may write into), and Adam's.
 Every variant is timed beside an optax.adam run, their steps taken in turn
 (each on its own params and state), and its ratio is to that run; the inner
 iterations are reported per regularized leaf and step. ``--device-loop``
@@ -261,9 +263,29 @@ def time_variants(opts: Sequence[optax.GradientTransformation], init,
            "inner_iters_per_leaf": float(np.mean(it)) if it else None,
            # XLA's buffer assignment: scratch memory of one step, beyond
            # its (donated) arguments and outputs.
-           "temp_bytes": getattr(c.memory_analysis(), "temp_size_in_bytes",
-                                 None)}
-          for t, it, c in zip(times, iters, compiled)]
+           "temp_bytes": _scratch(c),
+           "own_grads_temp_bytes": _scratch(own_grads_step(opt, init,
+                                                            grad_fn))}
+          for t, it, c, opt in zip(times, iters, compiled, opts)]
+
+
+def _scratch(compiled) -> int | None:
+  return getattr(compiled.memory_analysis(), "temp_size_in_bytes", None)
+
+
+def own_grads_step(opt, init, grad_fn):
+  """One step of ``opt`` that computes its gradients (``grad_fn``) itself,
+  compiled, params and state donated: as in a training step, the gradients
+  are the step's own, which a kernel may write into. Its scratch holds
+  them (as Adam's does), and the variant's beyond them."""
+
+  def step(params, state, n):
+    updates, state = opt.update(grad_fn(params, n), state, params)
+    return optax.apply_updates(params, updates), state
+
+  fresh = jax.tree.map(jnp.copy, init)
+  return jax.jit(step, donate_argnums=(0, 1)).lower(
+      fresh, opt.init(fresh), 0).compile()
 
 
 def scanned_steps(opt) -> tuple[Callable, Callable]:
@@ -372,9 +394,8 @@ def device_loop(opt, init, grad_fn, regularized: np.ndarray,
     recorded.clear()
     return run_scan, iters
 
-  scratch = lambda c: getattr(c.memory_analysis(), "temp_size_in_bytes", None)
-  return DeviceLoop(start, scratch(many) if many is not None else None,
-                    scratch(one), enqueue_shares)
+  return DeviceLoop(start, _scratch(many) if many is not None else None,
+                    _scratch(one), enqueue_shares)
 
 
 def time_device_loops(opts: Sequence[optax.GradientTransformation], init,
@@ -540,6 +561,10 @@ def main():
     temp = "" if r["temp_bytes"] is None else f"   scratch {r['temp_bytes'] / 2**20:7.1f} MiB"
     if r.get("step_temp_bytes") is not None:
       temp += f" (one step {r['step_temp_bytes'] / 2**20:.1f} MiB)"
+    if r.get("own_grads_temp_bytes") is not None:
+      temp += (f" (with its own gradients "
+               f"{r['own_grads_temp_bytes'] / 2**20:.1f} MiB, Adam's "
+               f"{adam['own_grads_temp_bytes'] / 2**20:.1f} MiB)")
     print(f"{name:16s} {1e3 * r['time_s']:9.3f} ms   "
           f"{r['ratio']:6.2f}x adam ({1e3 * adam['time_s']:.3f} ms{span})"
           f"{temp}{its}", flush=True)

@@ -91,6 +91,27 @@ def test_calls_replay_each_recorded_step_from_its_own_gradients():
                           replay="unrolled")
 
 
+def test_a_step_with_its_own_gradients_is_the_step_given_them():
+  """The step that computes its gradients (for its scratch as a training
+  step's) takes the step given those gradients: the same params and
+  state, bit for bit."""
+  init, grad_fn = step_time.problem(SHAPES, GROUPS)
+  opt = step_time.variants(GROUPS, 1e-4)["proxgen_pg"]()
+  params = jax.tree.map(lambda w: w + 0.01, init)
+  state = opt.init(params)
+  for n in range(3):
+    own = step_time.own_grads_step(opt, params, grad_fn)
+    given, state_given = jax.jit(step_time.scanned_steps(opt)[0])(
+        params, state, grad_fn(params, n))
+    params_own, state_own = own(jax.tree.map(jnp.copy, params),
+                                jax.tree.map(jnp.copy, state), n)
+    for a, b in zip(jax.tree.leaves((given, state_given)),
+                    jax.tree.leaves((params_own, state_own))):
+      np.testing.assert_array_equal(a, b)
+    params, state = given, state_given
+  assert int(np.max(state.inner_iters)) > 0
+
+
 def test_floors_read_and_write_like_a_dual_averaging_step():
   params = {"w": jnp.arange(6.0).reshape(2, 3)}
   grads = {"w": jnp.ones((2, 3))}
