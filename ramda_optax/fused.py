@@ -160,8 +160,13 @@ def run_kernel(
   # Every branch's count in the shape of a kernel's by shards (one per
   # entry of the free axis), so that the branches give one type.
   shape = partitioning.count_shape(penalty, arrays[0].shape)
-  counted = lambda run: lambda: (lambda out, it: (
-      out, jnp.broadcast_to(it, shape)))(*run())
+
+  def counted(run):
+    def branch():
+      out, iters = run()
+      return out, jnp.broadcast_to(iters, shape)
+    return branch
+
   return lax.platform_dependent(
       **{name: counted(run) for name, run in branches.items()},
       default=counted(xla_step))
