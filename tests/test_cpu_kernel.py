@@ -197,8 +197,7 @@ def test_default_step_lowered_for_a_gpu_takes_the_default_blocks(
 def test_default_step_lowered_for_a_gpu_reduces_the_counts_once(monkeypatch):
   """The kernels of a step lowered for a GPU give their blocks' iteration
   counts unreduced: one reduction takes every leaf's most (an XLA
-  reduction per leaf is a kernel launch per leaf on a GPU), and the
-  counts are those of the step on a CPU."""
+  reduction per leaf is a kernel launch per leaf on a GPU)."""
   monkeypatch.setattr(fused, "gpu_in_use", lambda: True)
   params = {"a": jnp.ones((3, 3, 8, 16)), "b": jnp.ones((3, 3, 16, 4)),
             "c": jnp.ones((12, 10)), "bias": jnp.ones((10,))}
