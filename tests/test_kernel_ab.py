@@ -28,8 +28,8 @@ pytestmark = pytest.mark.skipif(
 @pytest.fixture(scope="module")
 def theirs():
   if shutil.which("c++") is None:
-    pytest.skip("benchmarks.kernel_ab builds a revision's CPU kernels with "
-                "a C++ compiler (c++)")
+    pytest.skip("no C++ compiler (c++) here: benchmarks.kernel_ab builds "
+                "the compared revision's CPU kernels with it")
   return kernel_ab.revision_kernels("HEAD")
 
 
