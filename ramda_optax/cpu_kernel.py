@@ -23,7 +23,11 @@ every iteration, so each block records its Q per iteration, and where the
 leaf stops inside a chunk its blocks rerun the chunk to the stopping
 iteration. As the optimizer's whole step (:func:`pg_step`, statistics of
 the :class:`ramda_optax.Moments` form) its first sweep updates the
-statistics, and every sweep forms a, v and P from them in cache.
+statistics, and every sweep forms a, v and P from them in cache. On a
+shard of a leaf whose groups other devices hold too, the whole step runs
+by sweeps under an XLA loop (:func:`pg_step_across`), each sweep a call
+(``RamdaPgSweep``) that reports its groups' Q, which the devices gather
+and test as one device's kernel would (``RamdaPgStop``).
 
 They are built on first use with the system's C++ compiler (``$CXX``, else
 ``c++``) against the XLA FFI headers that jaxlib ships, cached under
@@ -64,9 +68,13 @@ LIBRARY = "ramda_optax_kernels"
 STEP_TARGET = "ramda_group_step"
 PG_TARGET = "ramda_pg_leaf"
 PG_STEP_TARGET = "ramda_pg_step"
+# The latter by sweeps, on a shard of a leaf: one sweep, and the test.
+PG_SWEEP_TARGET = "ramda_pg_sweep"
+PG_STOP_TARGET = "ramda_pg_stop"
 # FFI target -> the library's handler symbol.
 TARGETS = {STEP_TARGET: "RamdaGroupStep", PG_TARGET: "RamdaPgLeaf",
-           PG_STEP_TARGET: "RamdaPgStep"}
+           PG_STEP_TARGET: "RamdaPgStep", PG_SWEEP_TARGET: "RamdaPgSweep",
+           PG_STOP_TARGET: "RamdaPgStop"}
 # Bytes of one array of a block of groups: b and P of a block, in scratch,
 # stay in a core's 512 KiB L2 beside the streamed arrays (32 KiB, 128 KiB and
 # 512 KiB measured on VGG19: 128 KiB fastest).
@@ -349,6 +357,109 @@ def pg_step(
       root=np.int64(root))
   return (v, u, new_anchor if restarts else None,
           theta - w if delta else theta, iterations)
+
+
+def pg_step_across(
+    penalty: GroupNorm,
+    arrays: tuple[jax.Array, ...],
+    coefficients: tuple[jax.Array | float, ...],
+    restart: jax.Array | bool,
+    *,
+    axes: str | tuple[str, ...],
+    root: int,
+    delta: bool,
+    max_iters: int,
+    rtol: float,
+    chunk: int | None = None,
+) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array, jax.Array]:
+  """:func:`pg_step` on one device's shard of a leaf whose groups are split
+  over the mesh axes ``axes`` (inside ``shard_map`` or a partitioned
+  custom call), with the same floats and iterations as on the whole leaf.
+
+  The rule's test needs the leaf's Q after every iteration, so the solve
+  runs by sweeps of ``chunk`` iterations under an XLA loop: each sweep
+  records every group's Q after each iteration, the shards' records are
+  gathered (a few doubles per group, not the leaf) and summed as the
+  whole leaf's solve sums them, and where the leaf stops inside a sweep
+  its shard reruns the sweep to the stopping iteration.
+
+  Args:
+    penalty, arrays, coefficients, restart, root, delta, max_iters, rtol:
+      as :func:`pg_step`'s, the arrays a shard's that holds a range of the
+      leaf's groups.
+    axes: the mesh axes that split the groups, in the order of the
+      sharding.
+    chunk: iterations of a sweep (None: ``PG_CHUNK``).
+
+  Returns:
+    As :func:`pg_step`'s.
+  """
+  g, w, v, u, anchor, start = arrays
+  coefficients = jnp.stack([jnp.asarray(x, jnp.float32) for x in coefficients])
+  restarts = restart is not False
+  rows, groups, cols = leaf_view(penalty, g.shape)
+  chunk = min(chunk or PG_CHUNK, max_iters)
+  leaf = jax.ShapeDtypeStruct(g.shape, jnp.float32)
+  none = lambda dtype: jax.ShapeDtypeStruct((0,), dtype)
+  attributes = dict(
+      **_view_attributes((rows, groups, cols), PG_BLOCK_BYTES, max_iters),
+      chunk=np.int64(chunk), group_weight=np.float32(penalty.weight),
+      root=np.int64(root))
+  flag = jnp.asarray(restart, jnp.bool_)
+
+  def sweep(first, v, u, anchor, z, screening, steps, count):
+    call = jax.ffi.ffi_call(
+        PG_SWEEP_TARGET,
+        (leaf if first else none(jnp.float32),
+         leaf if first else none(jnp.float32),
+         leaf if first and restarts else none(jnp.float32), leaf,
+         jax.ShapeDtypeStruct((groups, chunk, 2), jnp.uint32),
+         jax.ShapeDtypeStruct((groups,) if first else (0,), jnp.uint8),
+         jax.ShapeDtypeStruct((groups,) if first else (0,), jnp.float32)),
+        input_output_aliases=(
+            {2: 0, 3: 1, **({4: 2} if restarts else {})} if first else {}),
+        vmap_method="sequential")
+    return call(g, w, v, u, anchor, z, coefficients, flag, screening, steps,
+                jnp.asarray(count, jnp.int32), **attributes,
+                first=bool(first))
+
+  def test(records, count, before, done):
+    call = jax.ffi.ffi_call(
+        PG_STOP_TARGET, (jax.ShapeDtypeStruct((), jnp.int32),
+                         jax.ShapeDtypeStruct((), jnp.float32)),
+        vmap_method="sequential")
+    return call(jax.lax.all_gather(records, axes, axis=0, tiled=True),
+                jnp.asarray(count, jnp.int32), before,
+                jnp.asarray(done, jnp.int32),
+                block=np.int64(max(1, PG_BLOCK_BYTES // (rows * cols * 4))),
+                max_iters=np.int64(max_iters), rtol=np.float32(rtol))
+
+  v, u, new_anchor, end, records, screening, steps = sweep(
+      True, v, u, anchor, start, jnp.zeros([0], jnp.uint8),
+      jnp.zeros([0], jnp.float32), chunk)
+  a = new_anchor if restarts else anchor
+  # Every group of the leaf screened (or no threshold): no iteration.
+  live = jax.lax.psum(jnp.sum(screening, dtype=jnp.int32), axes) > 0
+  stop, last = test(records, chunk, jnp.float32(jnp.nan), 0)
+
+  def next_sweep(carry):
+    _, end, _, done, last, _ = carry
+    count = jnp.minimum(chunk, max_iters - done)
+    _, _, _, new_end, records, _, _ = sweep(False, v, u, a, end, screening,
+                                            steps, count)
+    stop, last = test(records, count, last, done)
+    return end, new_end, done, done + count, last, stop
+
+  begin, end, before, done, _, stop = jax.lax.while_loop(
+      lambda carry: live & (carry[-1] == 0), next_sweep,
+      (start, end, jnp.int32(0), jnp.int32(chunk), last,
+       jnp.where(live, stop, 0)))
+  theta = jax.lax.cond(
+      live & (stop < done),
+      lambda: sweep(False, v, u, a, begin, screening, steps, stop - before)[3],
+      lambda: end)
+  return (v, u, new_anchor if restarts else None,
+          theta - w if delta else theta, stop)
 
 
 def pg_leaf(

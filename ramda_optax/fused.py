@@ -86,13 +86,20 @@ def kernel_selected(solver: Any, statistics: Statistics) -> bool:
 
 def _cpu_step(solver: Any, penalty) -> GroupStep:
   if penalty is not None and _paper_rule(solver):
-    # The rule's test sums Q over the whole leaf: a sharded leaf is
-    # gathered, not stepped by shards.
-    return lambda arrays, coefficients, restart, *, root, delta: (
-        cpu_kernel.pg_step(
-            cpu_kernel.leaf_view(penalty, arrays[0].shape), penalty, arrays,
-            coefficients, restart, root=root, delta=delta,
-            max_iters=solver.max_iters, rtol=solver.rtol))
+    # The rule's test sums Q over the whole leaf: shards that split its
+    # groups solve by sweeps, gathering the groups' Q after each.
+    def whole(arrays, coefficients, restart, *, root, delta):
+      return cpu_kernel.pg_step(
+          cpu_kernel.leaf_view(penalty, arrays[0].shape), penalty, arrays,
+          coefficients, restart, root=root, delta=delta,
+          max_iters=solver.max_iters, rtol=solver.rtol)
+
+    def across(axes):
+      return lambda arrays, coefficients, restart, *, root, delta: (
+          cpu_kernel.pg_step_across(
+              penalty, arrays, coefficients, restart, axes=axes, root=root,
+              delta=delta, max_iters=solver.max_iters, rtol=solver.rtol))
+    return partitioning.by_shards(whole, penalty, across)
 
   def step(arrays, coefficients, restart, *, root, delta):
     return cpu_kernel.group_step(

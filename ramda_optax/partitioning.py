@@ -5,7 +5,9 @@ The kernels of a leaf's step (the C++ step, the fused Pallas step) are
 custom calls, which XLA's partitioner cannot split: it would gather every
 operand and run the whole leaf on every device. The step acts entry by
 entry except for its sums over each group, so on a shard along axes that
-no group spans it is the step of that shard alone. :func:`by_shards` wraps
+no group spans it is the step of that shard alone (or, for a solve whose
+stopping test sums the whole leaf, a step that gathers those sums over
+the devices that share the leaf's groups). :func:`by_shards` wraps
 a leaf's step in ``custom_partitioning``: the leaf keeps its sharding on
 those axes and is gathered on the others (which would cut groups), every
 device steps its shard, and the iterations come back as one count per
@@ -35,6 +37,10 @@ from ramda_optax.regularizers import LeafPenalty
 # iterations one count, or one per entry of the leaf's free axis
 # (:func:`ramda_optax.group_kernels.fused_step`).
 GroupStep = Callable[..., tuple[jax.Array | None, ...]]
+# The mesh axes that split a leaf's groups -> the kernel's step of one
+# device's shard, for a step whose solve sums over the whole leaf (it
+# gathers those sums over the axes).
+Across = Callable[[tuple[str, ...]], GroupStep]
 # The sharding rule's names of a leaf's axes; z names the scalars.
 _FACTORS = string.ascii_lowercase[:-1]
 
@@ -62,11 +68,15 @@ def _kept(sharding, ndim: int, axes: Sequence[int]) -> PartitionSpec:
   return PartitionSpec(*(spec[d] if d in axes else None for d in range(ndim)))
 
 
-def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
+def by_shards(step: GroupStep, penalty: LeafPenalty | None,
+              across: Across | None = None) -> GroupStep:
   """``step`` (a leaf's kernel step) run by each device on its shard of
   the leaf along the axes no group spans; see the module docstring.
 
-  ``step`` must act on a shard as on a leaf of the shard's shape. Leaves
+  ``step`` must act on a shard as on a leaf of the shard's shape, unless
+  ``across`` is given: then a leaf whose groups are split over devices is
+  stepped by ``across(axes)`` on each shard, and ``step`` runs only where
+  a device holds the whole leaf's groups. Leaves
   with no such axis (a group spanning the leaf, a scalar), and leaves of
   more than 25 axes, run whole. The iterations are not reduced here: the
   most of every leaf's is taken at once
@@ -83,14 +93,18 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
         *coefficients, *((restart,) if restarts else ()))])
     first = axes[0]
 
-    def local(*args):
-      *leaves, scalars = args
-      *results, iters = step(
-          tuple(leaves), tuple(scalars[i] for i in range(len(coefficients))),
-          scalars[-1] > 0 if restarts else False, root=root, delta=delta)
-      # One count per entry of the first free axis: an output that shards.
-      return (*(x for x in results if x is not None),
-              jnp.broadcast_to(iters, (leaves[0].shape[first],)))
+    def stepped(step):
+      def local(*args):
+        *leaves, scalars = args
+        *results, iters = step(
+            tuple(leaves), tuple(scalars[i] for i in range(len(coefficients))),
+            scalars[-1] > 0 if restarts else False, root=root, delta=delta)
+        # One count per entry of the first free axis: an output that shards.
+        return (*(x for x in results if x is not None),
+                jnp.broadcast_to(iters, (leaves[0].shape[first],)))
+      return local
+
+    local = stepped(step)
 
     def shardings(mesh, arg_shapes):
       spec = _kept(arg_shapes[0].sharding, ndim, axes)
@@ -104,7 +118,10 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None) -> GroupStep:
 
     def partition(mesh, arg_shapes, result_shape):
       leaf, count, replicated = shardings(mesh, arg_shapes)
-      return (mesh, local, (leaf,) * (len(result_shape) - 1) + (count,),
+      names = leaf.spec[first]
+      shard = local if across is None or names is None else stepped(
+          across(names if isinstance(names, tuple) else (names,)))
+      return (mesh, shard, (leaf,) * (len(result_shape) - 1) + (count,),
               (leaf,) * len(arrays) + (replicated,))
 
     letters = _FACTORS[:ndim]

@@ -148,7 +148,8 @@ def check_kernel_shards():
                  "dense": {"kernel": P(None, "model"), "bias": P()}})
   reg = ro.group_lasso(0.5, KERNEL_GROUPS)
   # (optimizer, whether its kernel steps whole-group shards in place): the
-  # paper's PG rule sums Q over the whole leaf, and its kernel gathers it.
+  # paper's PG rule, whose test sums Q over the whole leaf, gathers only
+  # the groups' Q.
   for name, (opt, by_shards) in {
       "cpu kernel, ramda": (ro.ramda(1e-1, regularizer=reg, restart_steps=(2,)),
                             True),
@@ -157,7 +158,7 @@ def check_kernel_shards():
           block_bytes=256, backend="pallas")), True),
       "cpu kernel, the paper's rule": (ro.ramda(
           1e-1, regularizer=reg, restart_steps=(2,),
-          solver=ro.pg_solver(rtol=1e-4)), False)}.items():
+          solver=ro.pg_solver(rtol=1e-4)), True)}.items():
     reference, ref_state, _ = kernel_steps(opt, params, grads)
     assert int(np.max(ref_state.inner_iters)) > 0, name
     for layout, shardings, cut_groups in (("whole groups", whole, False),
@@ -178,9 +179,40 @@ def check_kernel_shards():
       print(f"{name}/{layout}: ok")
 
 
+def check_sweeps():
+  """The paper's rule by sweeps on 8 shards of a leaf's groups (2 each,
+  blocks of 3 groups straddling shards), sweeps of 2 and 16 iterations: the
+  whole leaf's step, bit for bit, the stop past several sweeps."""
+  from ramda_optax import cpu_kernel  # pylint: disable=g-import-not-at-top
+  from tests.test_pg_step import COEFFICIENTS, _leaf  # pylint: disable=g-import-not-at-top
+  arrays, penalty = _leaf(seed=7, shape=(3, 3, 16, 512))
+  view = cpu_kernel.leaf_view(penalty, arrays[0].shape)
+  mesh = Mesh(np.array(jax.devices()), ("model",))
+  spec = P(None, None, "model")
+  for restart in (False, True):
+    flag = jnp.asarray(restart)
+    whole = jax.jit(lambda x, r: cpu_kernel.pg_step(
+        view, penalty, x, COEFFICIENTS, r, root=3, delta=True, max_iters=60,
+        rtol=1e-5, remember=False))(arrays, flag)
+    assert 2 < int(whole[4]) < 60
+    for chunk in (2, 16):
+      swept = jax.jit(jax.shard_map(
+          lambda x, r: cpu_kernel.pg_step_across(
+              penalty, x, COEFFICIENTS, r, axes=("model",), root=3,
+              delta=True, max_iters=60, rtol=1e-5, chunk=chunk),
+          mesh=mesh, in_specs=((spec,) * 6, P()),
+          out_specs=(spec, spec, spec, spec, P()), check_vma=False))(
+              arrays, flag)
+      for a, b in zip(whole, swept):
+        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+      print(f"sweeps of {chunk}, restart {restart}, {int(whole[4])} "
+            "iterations: ok")
+
+
 def main():
   assert len(jax.devices()) == 8
   check_kernel_shards()
+  check_sweeps()
   params = init_params(jax.random.key(0))
   rng = np.random.default_rng(0)
   batches = [(rng.normal(size=(32, 8, 8, 1)),

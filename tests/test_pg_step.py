@@ -98,7 +98,8 @@ def test_ramda_step_follows_the_float64_reference():
 
 def _leaf(seed=0, shape=(3, 3, 13, 7), axes=(0, 1, 3)):
   """A leaf's arrays (g, W, V, U, W⁰, z⁰ = W), float32, groups of unlike
-  scales, and its penalty."""
+  scales, and its penalty (the kernel built)."""
+  assert cpu_kernel.available()
   rng = np.random.default_rng(seed)
   scale = np.exp(rng.uniform(-3, 1, size=[1 if d in axes else n
                                           for d, n in enumerate(shape)]))
@@ -178,6 +179,64 @@ def test_closed_form_without_a_threshold():
       max_iters=20, warm_start=True, block_bytes=None))(arrays)
   assert int(out[4]) == 0
   np.testing.assert_array_equal(out[3], exact[3] - arrays[1])
+
+
+def _across(penalty, arrays, coefficients, restart, **kw):
+  """``pg_step_across`` on one device's mesh (its axis splitting the groups
+  into one shard), jitted."""
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("groups",))
+  axis = next(d for d in range(arrays[0].ndim) if d not in penalty.axes)
+  spec = jax.sharding.PartitionSpec(*(["groups" if d == axis else None
+                                       for d in range(arrays[0].ndim)]))
+  run = lambda x, r: cpu_kernel.pg_step_across(
+      penalty, x, coefficients, r if restart is not False else False,
+      axes=("groups",), **kw)
+  out_specs = (spec, spec, spec if restart is not False else None,
+               spec, jax.sharding.PartitionSpec())
+  return jax.jit(jax.shard_map(
+      run, mesh=mesh, in_specs=((spec,) * 6, jax.sharding.PartitionSpec()),
+      out_specs=out_specs, check_vma=False))(arrays, jnp.asarray(restart))
+
+
+@pytest.mark.parametrize("shape", [(3, 3, 13, 7), (3, 3, 10, 512)])
+@pytest.mark.parametrize("restart", [False, True])
+@pytest.mark.parametrize("chunk", [1, 5, 16])
+@pytest.mark.parametrize("tau,rtol,max_iters", [
+    (0.05, 1e-5, 60),  # stops after 7 (33 with the restart) iterations
+    (0.05, -1.0, 23),  # runs to max_iters
+    (0.05, 1e-6, 1),   # one iteration
+    (50.0, 1e-6, 60),  # every group screened: no iteration, θ̂ = 0
+    (0.0, 1e-6, 60),   # no threshold: the closed form
+])
+def test_step_by_sweeps_is_the_whole_step(shape, restart, chunk, tau, rtol,
+                                          max_iters):
+  """The step of a shard whose groups other devices share the test of
+  (``pg_step_across``, by sweeps of ``chunk`` iterations under an XLA loop,
+  each reporting its groups' Q) gives the whole step's V, U, W⁰, θ̂ − W and
+  iterations, bit for bit, wherever the stop falls; on one leaf of one
+  block and one of four (blocks of 3 of its 10 groups)."""
+  arrays, penalty = _leaf(seed=7, shape=shape)
+  view = cpu_kernel.leaf_view(penalty, arrays[0].shape)
+  coefficients = (*COEFFICIENTS[:-1], tau)
+  whole = jax.jit(lambda x, r: cpu_kernel.pg_step(
+      view, penalty, x, coefficients, r if restart else False, root=3,
+      delta=True, max_iters=max_iters, rtol=rtol, remember=False))(
+          arrays, jnp.asarray(restart))
+  swept = _across(penalty, arrays, coefficients, restart, root=3,
+                  delta=True, max_iters=max_iters, rtol=rtol, chunk=chunk)
+  iters = int(whole[4])
+  if tau == 0.05:
+    assert iters == max_iters if rtol < 0 or max_iters == 1 else (
+        2 < iters < max_iters), iters
+  else:
+    assert iters == 0
+  for a, b in zip(whole, swept):
+    if a is None:
+      assert b is None
+    else:
+      np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+  if tau > 1:
+    np.testing.assert_array_equal(swept[3], -arrays[1])
 
 
 @pytest.mark.parametrize("gpu", [True, False])

@@ -2,7 +2,10 @@
 // its per-leaf stopping rule, by blocks of groups kept in cache; alone
 // (RamdaPgLeaf, given a, v and P) or as the optimizer's whole step
 // (RamdaPgStep, given g and the statistics V, U of moments.h, from which
-// its first sweep forms V, U and its every sweep a, v and P).
+// its first sweep forms V, U and its every sweep a, v and P); or, on a
+// shard of a leaf's groups, the whole step's sweeps one call at a time
+// (RamdaPgSweep), their groups' Q gathered by the caller for the test
+// (RamdaPgStop).
 //
 // The leaf is viewed as (A, G, B), group g being x[:, g, :]. For
 //
@@ -345,14 +348,15 @@ inline void Done() {
 // Runs `count` iterations of groups [g0, g1) from the iterate `from` and
 // writes the last to `to`, and the iterate after iteration `snap` (0: none)
 // to `snapshot`; q[i] gets the block's Q after iteration i + 1, summed over
-// its groups in order (screened groups add nothing). Meanwhile it
+// its groups in order (screened groups add nothing), or, with `per_group`,
+// q[k·count + i] group k's. Screened groups are written as 0. Meanwhile it
 // prefetches the thread's next block, groups [n0, n1) (none where n0 <
 // 0).
 template <bool screen, typename Source>
 void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
               int64_t g1, int64_t n0, int64_t n1, const float* from,
               float* to, int64_t count, int64_t snap, float* snapshot,
-              double* q, Scratch& s) {
+              double* q, bool per_group, Scratch& s) {
   Gather<screen>(leaf, source, first, g0, g1, from, s);
   const int64_t n = g1 - g0, per = leaf.rows * leaf.cols, cols = leaf.cols;
   Ahead ahead;
@@ -372,21 +376,23 @@ void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
             &s.y[k * per + row * cols], cols, c);
     }
   };
-  std::fill(q, q + count, 0.0);
+  std::fill(q, q + (per_group ? n : 1) * count, 0.0);
   for (int64_t k = 0; k < n; ++k) {
+    float* y = &s.y[k * per];
     if (!leaf.active[g0 + k]) {
+      if constexpr (!screen) std::fill(y, y + per, 0.0f);
       if (snap > 0) write(snapshot, k, 1.0f);  // 0 from the start
       continue;
     }
+    double* qk = per_group ? q + k * count : q;
     const float eta = leaf.step[g0 + k];
-    float* y = &s.y[k * per];
     const float *a = &s.a[k * per], *v = &s.v[k * per], *p = &s.p[k * per];
     float c = 1, penalty = 0, norm2;
     for (int64_t i = 0; i <= count; ++i) {
       const float smooth =
           i < count ? Pass<false>(c, eta, per, a, v, p, y, norm2, ahead)
                     : Pass<true>(c, eta, per, a, v, p, y, norm2, ahead);
-      if (i > 0) q[i - 1] += static_cast<double>(smooth) + penalty;
+      if (i > 0) qk[i - 1] += static_cast<double>(smooth) + penalty;
       if (i < count) c = Shrink(leaf, eta, std::sqrt(norm2), penalty);
       // The iterate after iteration i + 1 is c y, as Pass<true> writes it.
       if (i + 1 == snap) write(snapshot, k, c);
@@ -499,6 +505,14 @@ int64_t NextChunk(int64_t done, int64_t hint, int64_t chunk) {
   return hint > 0 && done == 0 ? hint + Margin(hint) : chunk;
 }
 
+// The paper's test after iteration j >= 1 of Q_j = `now`, Q_{j−1} = `before`
+// (read only where j >= 2).
+inline bool Stops(int64_t j, float before, float now, float rtol,
+                  int64_t max_iters) {
+  return (j >= 2 && (before - now) / (std::fabs(now) + 1.0f) < rtol) ||
+         j == max_iters;
+}
+
 // The solve of a leaf into `out`, its subproblem from `source`; returns the
 // iterations (0 where every group is screened: θ̂ = 0). With a remembered
 // stop h, a chunk keeps its iterate 2m iterations before its end (m =
@@ -533,10 +547,10 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
         double* q = &records[i * count];
         if (screen) {
           RunBlock<true>(leaf, source, first, g0, g1, n0, n1, from, to, count,
-                         snap, kept, q, *s);
+                         snap, kept, q, false, *s);
         } else {
           RunBlock<false>(leaf, source, first, g0, g1, n0, n1, from, to,
-                          count, snap, kept, q, *s);
+                          count, snap, kept, q, false, *s);
         }
       };
     });
@@ -572,9 +586,7 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
       for (int64_t b = 0; b < blocks; ++b) sum += records[b * count + i];
       q.push_back(static_cast<float>(sum));
       const int64_t j = q.size();
-      if ((j >= 2 && (q[j - 2] - q[j - 1]) / (std::fabs(q[j - 1]) + 1.0f) <
-                         rtol) ||
-          j == max_iters) {
+      if (Stops(j, j >= 2 ? q[j - 2] : 0.0f, q[j - 1], rtol, max_iters)) {
         stop = j;
       }
     }
@@ -668,6 +680,41 @@ int64_t Step(ffi::ThreadPool& pool, const Leaf& leaf,
   return Solve(pool, leaf, source, out, max_iters, chunk, rtol, remember);
 }
 
+// W⁰'s output: null without restarts (an empty buffer); with them W⁰'s
+// own buffer (aliased) or one of its own, which a step without a restart
+// gets W⁰ in.
+float* NewAnchor(ffi::ResultBuffer<ffi::F32>& anchor_out,
+                 const ffi::Buffer<ffi::F32>& anchor, bool restarted) {
+  if (anchor_out->element_count() == 0) return nullptr;
+  float* out = anchor_out->typed_data();
+  if (!restarted && out != anchor.typed_data()) {
+    std::memcpy(out, anchor.typed_data(), anchor.size_bytes());
+  }
+  return out;
+}
+
+// run(source) for the FromMoments source of `root` (2 or 3) and the
+// restart, its coefficients and inputs set; its outputs are run's to set.
+template <typename Run>
+auto WithMoments(int64_t root, bool restarted, const Coefficients& k,
+                 const float* grad, const float* v, const float* u,
+                 const float* a, Run run) {
+  auto bound = [&](auto source) {
+    source.k = k;
+    source.grad = grad;
+    source.v_in = v;
+    source.u_in = u;
+    source.a = a;
+    return run(source);
+  };
+  if (root == 3) {
+    return restarted ? bound(FromMoments<3, true>{})
+                     : bound(FromMoments<3, false>{});
+  }
+  return restarted ? bound(FromMoments<2, true>{})
+                   : bound(FromMoments<2, false>{});
+}
+
 ffi::Error PgStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
                   ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> v,
                   ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> anchor,
@@ -689,39 +736,169 @@ ffi::Error PgStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
   const float* sc = scalars.typed_data();
   const Coefficients k{sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]};
   const bool restarted = *restart.typed_data();
-  // Without restarts W⁰ is not an output (an empty buffer); with them it
-  // is W⁰'s own buffer, which a step without a restart leaves as it is.
-  float* anchor_new =
-      anchor_out->element_count() == 0 ? nullptr : anchor_out->typed_data();
-  if (anchor_new != nullptr && !restarted &&
-      anchor_new != anchor.typed_data()) {
-    std::memcpy(anchor_new, anchor.typed_data(), grad.size_bytes());
-  }
+  float* anchor_new = NewAnchor(anchor_out, anchor, restarted);
   std::vector<uint8_t> active(groups);
   std::vector<float> step(groups);
   const Leaf leaf{rows, groups, cols, std::min(block, groups),
                   k.threshold * group_weight, start.typed_data(),
                   active.data(), step.data()};
-  const float* a = restarted ? params.typed_data() : anchor.typed_data();
-  auto run = [&](auto source) {
-    source.k = k;
-    source.grad = grad.typed_data();
-    source.v_in = v.typed_data();
-    source.u_in = u.typed_data();
-    source.a = a;
-    source.v_out = v_out->typed_data();
-    source.u_out = u_out->typed_data();
-    source.anchor_out = anchor_new;
-    return Step(pool, leaf, source, theta->typed_data(), max_iters, chunk,
-                rtol, remember);
-  };
-  int64_t stop;
-  if (root == 3) {
-    stop = restarted ? run(FromMoments<3, true>{}) : run(FromMoments<3, false>{});
-  } else {
-    stop = restarted ? run(FromMoments<2, true>{}) : run(FromMoments<2, false>{});
-  }
+  const int64_t stop = WithMoments(
+      root, restarted, k, grad.typed_data(), v.typed_data(), u.typed_data(),
+      restarted ? params.typed_data() : anchor.typed_data(),
+      [&](auto source) {
+        source.v_out = v_out->typed_data();
+        source.u_out = u_out->typed_data();
+        source.anchor_out = anchor_new;
+        return Step(pool, leaf, source, theta->typed_data(), max_iters,
+                    chunk, rtol, remember);
+      });
   *iterations->typed_data() = static_cast<int32_t>(stop);
+  return ffi::Error::Success();
+}
+
+// One sweep of the whole step's solve on a shard of a leaf whose groups
+// other devices share the test of (RamdaPgSweep): `count` iterations from
+// the iterate `from` into `to`, each group's Q after each iteration in
+// `records` (groups × chunk doubles, as pairs of 32-bit words), for the
+// caller to sum over the leaf (RamdaPgStop). The first sweep (`first`)
+// updates V and U (and W⁰ on a restart) into its outputs and screens the
+// groups, giving their flags and steps; a later one takes the new V, U and
+// W⁰, and the flags and steps, as its inputs. Without a threshold the
+// first sweep writes the closed form and screens every group.
+template <int root, bool restart>
+void Sweep(ffi::ThreadPool& pool, const Leaf& leaf,
+           const FromMoments<root, restart>& source, bool first,
+           const float* from, float* to, int64_t count, double* records) {
+  const int64_t blocks = (leaf.groups + leaf.block - 1) / leaf.block;
+  const int64_t per = leaf.rows * leaf.cols;
+  if (first && !(source.k.threshold > 0)) {
+    ClosedForm(pool, leaf, source, to);
+    std::fill(leaf.active, leaf.active + leaf.groups, 0);
+    std::fill(records, records + leaf.groups * count, 0.0);
+    return;
+  }
+  ParallelFor(pool, blocks, [&]() {
+    Scratch* s = &Scratch::OfThread(per * leaf.block);
+    return [&, s](int64_t i, int64_t next) {
+      const int64_t g0 = i * leaf.block;
+      const int64_t g1 = std::min(leaf.groups, g0 + leaf.block);
+      const int64_t n0 = next < 0 ? -1 : next * leaf.block;
+      const int64_t n1 = std::min(leaf.groups, n0 + leaf.block);
+      double* q = records + g0 * count;
+      if (first) {
+        RunBlock<true>(leaf, source, true, g0, g1, n0, n1, from, to, count, 0,
+                       nullptr, q, true, *s);
+      } else {
+        RunBlock<false>(leaf, source, false, g0, g1, n0, n1, from, to, count,
+                        0, nullptr, q, true, *s);
+      }
+    };
+  });
+}
+
+ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
+                   ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> v,
+                   ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> anchor,
+                   ffi::Buffer<ffi::F32> from, ffi::Buffer<ffi::F32> scalars,
+                   ffi::Buffer<ffi::PRED> restart,
+                   ffi::Buffer<ffi::U8> active_in,
+                   ffi::Buffer<ffi::F32> step_in,
+                   ffi::Buffer<ffi::S32> count_in,
+                   ffi::ResultBuffer<ffi::F32> v_out,
+                   ffi::ResultBuffer<ffi::F32> u_out,
+                   ffi::ResultBuffer<ffi::F32> anchor_out,
+                   ffi::ResultBuffer<ffi::F32> to,
+                   ffi::ResultBuffer<ffi::U32> records,
+                   ffi::ResultBuffer<ffi::U8> active_out,
+                   ffi::ResultBuffer<ffi::F32> step_out, int64_t rows,
+                   int64_t groups, int64_t cols, int64_t block,
+                   int64_t max_iters, int64_t chunk, float group_weight,
+                   int64_t root, bool first) {
+  const int64_t count = *count_in.typed_data();
+  if (!ValidView(rows, groups, cols, block, max_iters, chunk,
+                 grad.element_count()) ||
+      scalars.element_count() != 8 || (root != 2 && root != 3) ||
+      count < 1 || count > chunk ||
+      records->element_count() != static_cast<size_t>(2 * groups * chunk) ||
+      (!first && (active_in.element_count() != static_cast<size_t>(groups) ||
+                  step_in.element_count() != static_cast<size_t>(groups)))) {
+    return ffi::Error::InvalidArgument("ramda_pg_sweep: bad arguments");
+  }
+  const float* sc = scalars.typed_data();
+  const Coefficients k{sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]};
+  const bool restarted = first && *restart.typed_data();
+  std::vector<uint8_t> active(groups);
+  std::vector<float> step(groups);
+  if (!first) {
+    std::memcpy(active.data(), active_in.typed_data(), groups);
+    std::memcpy(step.data(), step_in.typed_data(), groups * sizeof(float));
+  }
+  const Leaf leaf{rows, groups, cols, std::min(block, groups),
+                  k.threshold * group_weight, from.typed_data(),
+                  active.data(), step.data()};
+  std::vector<double> q(groups * count);
+  float* anchor_new = first ? NewAnchor(anchor_out, anchor, restarted)
+                            : nullptr;
+  WithMoments(
+      root, restarted, k, grad.typed_data(), v.typed_data(), u.typed_data(),
+      restarted ? params.typed_data() : anchor.typed_data(),
+      [&](auto source) {
+        // Past the first sweep, V and U given are the step's: its outputs.
+        source.v_out = first ? v_out->typed_data()
+                             : const_cast<float*>(v.typed_data());
+        source.u_out = first ? u_out->typed_data()
+                             : const_cast<float*>(u.typed_data());
+        source.anchor_out = anchor_new;
+        Sweep(pool, leaf, source, first, from.typed_data(), to->typed_data(),
+              count, q.data());
+      });
+  double* out = reinterpret_cast<double*>(records->typed_data());
+  std::fill(out, out + groups * chunk, 0.0);
+  for (int64_t g = 0; g < groups; ++g) {
+    std::memcpy(out + g * chunk, &q[g * count], count * sizeof(double));
+  }
+  if (first) {
+    std::memcpy(active_out->typed_data(), active.data(), groups);
+    std::memcpy(step_out->typed_data(), step.data(), groups * sizeof(float));
+  }
+  return ffi::Error::Success();
+}
+
+// The paper's test on a chunk's records of the whole leaf (RamdaPgStop):
+// each iteration's Q summed as the leaf's solve sums it (groups in order
+// within blocks of `block` groups, then the blocks in order), tested from
+// Q before the chunk (`before`, after iteration `done`). Gives the
+// stopping iteration (0: none in the chunk) and the chunk's last Q.
+ffi::Error PgStop(ffi::Buffer<ffi::U32> records, ffi::Buffer<ffi::S32> count,
+                  ffi::Buffer<ffi::F32> before, ffi::Buffer<ffi::S32> done,
+                  ffi::ResultBuffer<ffi::S32> stop,
+                  ffi::ResultBuffer<ffi::F32> last, int64_t block,
+                  int64_t max_iters, float rtol) {
+  const auto dims = records.dimensions();
+  if (dims.size() != 3 || dims[2] != 2 || block < 1) {
+    return ffi::Error::InvalidArgument("ramda_pg_stop: bad arguments");
+  }
+  const int64_t groups = dims[0], chunk = dims[1];
+  const int64_t n = std::min<int64_t>(*count.typed_data(), chunk);
+  const double* q = reinterpret_cast<const double*>(records.typed_data());
+  float prev = *before.typed_data();
+  int64_t found = 0;
+  for (int64_t i = 0; i < n && found == 0; ++i) {
+    double sum = 0;
+    for (int64_t g0 = 0; g0 < groups; g0 += block) {
+      double part = 0;
+      for (int64_t g = g0; g < std::min(groups, g0 + block); ++g) {
+        part += q[g * chunk + i];
+      }
+      sum += part;
+    }
+    const float now = static_cast<float>(sum);
+    const int64_t j = *done.typed_data() + i + 1;
+    if (Stops(j, prev, now, rtol, max_iters)) found = j;
+    prev = now;
+  }
+  *stop->typed_data() = static_cast<int32_t>(found);
+  *last->typed_data() = prev;
   return ffi::Error::Success();
 }
 
@@ -750,3 +927,33 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgStep, PgStep,
                                   .Attr<float>("group_weight")
                                   .Attr<bool>("remember")
                                   .Attr<int64_t>("root"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgSweep, PgSweep,
+                              ramda_optax::WithView(
+                                  ramda_optax::StepArgs()
+                                      .Arg<ffi::Buffer<ffi::U8>>()   // screening
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // steps
+                                      .Arg<ffi::Buffer<ffi::S32>>()  // count
+                                      .Ret<ffi::Buffer<ffi::F32>>()  // V
+                                      .Ret<ffi::Buffer<ffi::F32>>()  // U
+                                      .Ret<ffi::Buffer<ffi::F32>>()  // W⁰
+                                      .Ret<ffi::Buffer<ffi::F32>>()  // to
+                                      .Ret<ffi::Buffer<ffi::U32>>()  // records
+                                      .Ret<ffi::Buffer<ffi::U8>>()   // screening
+                                      .Ret<ffi::Buffer<ffi::F32>>())  // steps
+                                  .Attr<int64_t>("chunk")
+                                  .Attr<float>("group_weight")
+                                  .Attr<int64_t>("root")
+                                  .Attr<bool>("first"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgStop, PgStop,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::U32>>()  // records
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // count
+                                  .Arg<ffi::Buffer<ffi::F32>>()  // Q before
+                                  .Arg<ffi::Buffer<ffi::S32>>()  // done
+                                  .Ret<ffi::Buffer<ffi::S32>>()  // stop
+                                  .Ret<ffi::Buffer<ffi::F32>>()  // last Q
+                                  .Attr<int64_t>("block")
+                                  .Attr<int64_t>("max_iters")
+                                  .Attr<float>("rtol"));
