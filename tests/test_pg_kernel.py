@@ -174,6 +174,21 @@ def test_screened_groups_are_zero_and_all_screened_runs_no_iteration():
   np.testing.assert_array_equal(theta, 0)
 
 
+def test_a_group_without_curvature_stays_and_adds_its_q():
+  # P = 0 on a group that is not screened: its step η is 0, its iterate
+  # stays at z⁰, and its Q, the same after every iteration, still counts in
+  # the leaf's test (|Q| + 1): the XLA path's iterations and θ̂.
+  sub, z0 = _subproblem("conv", 0.05, seed=2)
+  sub = sub._replace(metric=sub.metric.at[:, :, 0, :].set(0.0),
+                     linear=sub.linear.at[:, :, 0, :].set(3.0))
+  for rtol, max_iters in ((1e-4, 100), (0.0, 6)):
+    theta, iters = _kernel("conv", sub, z0, max_iters=max_iters, rtol=rtol)
+    theta_xla, iters_xla = _xla("conv", sub, z0, max_iters, rtol)
+    assert 2 < int(iters) == int(iters_xla) <= max_iters
+    np.testing.assert_array_equal(theta[:, :, 0, :], z0[:, :, 0, :])
+    np.testing.assert_allclose(theta, theta_xla, rtol=1e-5, atol=1e-6)
+
+
 def test_solution_nears_optimality_with_iterations():
   # The prox-gradient residual ‖z − prox(z − η ∇)‖ of the kernel's θ̂ falls
   # as max_iters grows (PG converges).
