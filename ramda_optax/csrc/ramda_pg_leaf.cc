@@ -35,9 +35,7 @@
 //
 // References: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 2 and
 // App. A.1. The arithmetic follows ramda_optax's XLA path
-// (solvers.PGSolver, regularizers.GroupNorm.prox, statistics), but for the
-// gradient step, taken with η v and η P (Pass): the same iterates and Q to
-// float32 rounding.
+// (solvers.PGSolver, regularizers.GroupNorm.prox, statistics).
 
 #include <algorithm>
 #include <array>
@@ -153,10 +151,9 @@ struct Scratch {
 };
 
 // Gathers groups [g0, g1) of a, v, P (from `source`; `first` on the step's
-// first sweep) and the iterate `from` into scratch, v and P of a group
-// that iterates scaled by its step η (Pass takes η v and η P). With
-// `screen`, `from` is z⁰: the groups' screening and steps are set, and a
-// screened group starts (and stays) at 0.
+// first sweep) and the iterate `from` into scratch. With `screen`, `from`
+// is z⁰: the groups' screening and steps are set, and a screened group
+// starts (and stays) at 0.
 template <bool screen, typename Source>
 void Gather(const Leaf& leaf, const Source& source, bool first, int64_t g0,
             int64_t g1, const float* from, Scratch& s) {
@@ -207,17 +204,6 @@ void Gather(const Leaf& leaf, const Source& source, bool first, int64_t g0,
       if (!leaf.active[g0 + k]) {
         std::fill(&s.y[k * per], &s.y[(k + 1) * per], 0.0f);
       }
-    }
-  }
-  // v and P of a group that iterates, scaled by its step for Pass.
-  for (int64_t k = 0; k < n; ++k) {
-    const float eta = leaf.step[g0 + k];
-    if (!leaf.active[g0 + k] || !(eta > 0)) continue;
-    float *v = &s.v[k * per], *p = &s.p[k * per];
-#pragma omp simd
-    for (int64_t j = 0; j < per; ++j) {
-      v[j] *= eta;
-      p[j] *= eta;
     }
   }
 }
@@ -286,28 +272,21 @@ constexpr int64_t kSegment = 4096;
 // 4096, the step's sweep took 10.2 to 10.4 ms over two, four or eight.
 constexpr int64_t kAheadPasses = 4;
 
-// One pass over a group's entries, given w = η v and m = η P (η > 0): z =
-// c y (the previous step's iterate) and its term of η Q, ½ d (w + s) with
-// d = z − a and the scaled gradient s = η g = w + m d, then (unless
-// `last`) the next gradient step y ← z − s in y's place, else z in y's
-// place. Returns the group's smooth part of Q(z) (the sum over η) and sets
-// `norm2` to ‖y‖² (unless `last`); both are summed by segments of
-// kSegment entries, after each of which `ahead` issues its share. Of its
-// seven operations an entry, four multiply (on the two FMA pipes) and
-// three add, where the unscaled form, g = v + P d and y ← z − η g,
-// multiplies five times: RAMDA's VGG19 step with the paper's rule took
-// 136 to 167 ms so, against 159 to 172 ms unscaled in the same processes
-// (benchmarks.kernel_ab, four alternations in two processes), less than
-// the multiplications saved: the pass also reads four floats an entry
-// from the L2 (a group of VGG19's largest leaf, 72 KiB of them, is past
-// the L1). The products round once where they fuse into a
-// sum (fmaf), z = c y rounds alone: a chunk's last z, written and read
-// back, is what the next pass would have formed.
+// One pass over a group's entries: z = c y (the previous step's iterate)
+// and its term of Q, ½ d (v + g) with d = z − a and the gradient
+// g = v + P d, then (unless `last`) the next gradient step y ← z − η g in
+// y's place, else z in y's place. Returns the group's smooth part of Q(z)
+// and sets `norm2` to ‖y‖² (unless `last`); both are summed by segments
+// of kSegment entries, after each of which `ahead` issues its share. The
+// products round once where they fuse into a sum (fmaf), z = c y rounds
+// alone: a chunk's last z, written and read back, is what the next pass
+// would have formed.
 template <bool last>
 inline float Pass(float c, float eta, int64_t per, const float* a,
-                  const float* w, const float* m, float* y, float& norm2,
+                  const float* v, const float* p, float* y, float& norm2,
                   Ahead& ahead) {
   float q = 0, y2 = 0;
+  const float step = -eta;
   for (int64_t s = 0; s < per; s += kSegment) {
     const int64_t e = std::min(per, s + kSegment);
     float qs = 0, ys = 0;
@@ -315,12 +294,12 @@ inline float Pass(float c, float eta, int64_t per, const float* a,
     for (int64_t i = s; i < e; ++i) {
       const float z = c * y[i];
       const float d = z - a[i];
-      const float step = __builtin_fmaf(m[i], d, w[i]);
-      qs = __builtin_fmaf(d, w[i] + step, qs);
+      const float g = __builtin_fmaf(p[i], d, v[i]);
+      qs = __builtin_fmaf(d, v[i] + g, qs);
       if constexpr (last) {
         y[i] = z;
       } else {
-        const float next = z - step;
+        const float next = __builtin_fmaf(step, g, z);
         ys = __builtin_fmaf(next, next, ys);
         y[i] = next;
       }
@@ -330,18 +309,6 @@ inline float Pass(float c, float eta, int64_t per, const float* a,
     ahead.Issue();
   }
   norm2 = y2;
-  return 0.5f * q / eta;
-}
-
-// The smooth part of Q at a group's iterate z where its step η is 0 (P = 0
-// on the group: the iterate does not move): ½ Σ d (2 v + P d), d = z − a.
-inline float Fixed(int64_t per, const float* a, const float* v,
-                   const float* p, const float* z) {
-  float q = 0;
-  for (int64_t i = 0; i < per; ++i) {
-    const float d = z[i] - a[i];
-    q += d * (2 * v[i] + p[i] * d);
-  }
   return 0.5f * q;
 }
 
@@ -421,15 +388,6 @@ void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
     const float eta = leaf.step[g0 + k];
     const float *a = &s.a[k * per], *v = &s.v[k * per], *p = &s.p[k * per];
     float c = 1, penalty = 0, norm2;
-    if (!(eta > 0)) {  // z stays at z⁰: the same Q after every iteration
-      double norm = 0;
-      for (int64_t i = 0; i < per; ++i) norm += double(y[i]) * y[i];
-      const double q = double(Fixed(per, a, v, p, y)) +
-                       leaf.kappa * static_cast<float>(std::sqrt(norm));
-      for (int64_t i = 0; i < count; ++i) qk[i] += q;
-      if (snap > 0) write(snapshot, k, 1.0f);
-      continue;
-    }
     for (int64_t i = 0; i <= count; ++i) {
       const float smooth =
           i < count ? Pass<false>(c, eta, per, a, v, p, y, norm2, ahead)
