@@ -7,7 +7,11 @@ With ``--fsdp --by-groups`` each kernel is split along the axis that indexes
 its groups instead (input channels, input features; where the model axis
 divides it: :func:`ramda_optax.sharding.group_axis_specs`): the optimizer's
 kernel then steps each device's shard, where output-axis shards, which cut
-every group, are gathered for it (:mod:`ramda_optax.partitioning`). On a CPU, simulate devices with
+every group, are gathered for it (:mod:`ramda_optax.partitioning`). With
+``--paper-rule`` the solver is the paper's PG rule (``pg_solver()``),
+whose kernel steps such shards by sweeps, gathering only its groups' Q
+(:func:`ramda_optax.cpu_kernel.pg_step_across`). On a CPU, simulate
+devices with
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \
         python -m benchmarks.sharded_training --fsdp --by-groups
@@ -37,6 +41,9 @@ def main() -> None:
   parser.add_argument("--by-groups", action="store_true",
                       help="with --fsdp, split kernels along the axis that "
                            "indexes their groups, not their output axis")
+  parser.add_argument("--paper-rule", action="store_true",
+                      help="solve by the paper's PG rule (pg_solver()), not "
+                           "the default exact solver")
   args = parser.parse_args()
 
   devices = np.array(jax.devices())
@@ -47,7 +54,8 @@ def main() -> None:
   params = model.init(jax.random.key(0), train.images[:1])["params"]
   groups = ro.groups.structured(params)
   optimizer = ro.ramda(1e-2, momentum=0.9,
-                       regularizer=ro.group_lasso(1e-4, groups))
+                       regularizer=ro.group_lasso(1e-4, groups),
+                       solver=ro.pg_solver() if args.paper_rule else None)
 
   def spec(p):  # kernels split along their output axis; the rest replicated
     return P(*([None] * (p.ndim - 1)), "model") if p.ndim > 1 else P()
