@@ -71,10 +71,12 @@ PG_STEP_TARGET = "ramda_pg_step"
 # The latter by sweeps, on a shard of a leaf: one sweep, and the test.
 PG_SWEEP_TARGET = "ramda_pg_sweep"
 PG_STOP_TARGET = "ramda_pg_stop"
+PG_LEAF_SWEEP_TARGET = "ramda_pg_leaf_sweep"  # the same for the solve alone
 # FFI target -> the library's handler symbol.
 TARGETS = {STEP_TARGET: "RamdaGroupStep", PG_TARGET: "RamdaPgLeaf",
            PG_STEP_TARGET: "RamdaPgStep", PG_SWEEP_TARGET: "RamdaPgSweep",
-           PG_STOP_TARGET: "RamdaPgStop"}
+           PG_STOP_TARGET: "RamdaPgStop",
+           PG_LEAF_SWEEP_TARGET: "RamdaPgLeafSweep"}
 # Bytes of one array of a block of groups: b and P of a block, in scratch,
 # stay in a core's 512 KiB L2 beside the streamed arrays (32 KiB, 128 KiB and
 # 512 KiB measured on VGG19: 128 KiB fastest).
@@ -379,7 +381,7 @@ def pg_step_across(
   The rule's test needs the leaf's Q after every iteration, so the solve
   runs by sweeps of ``chunk`` iterations under an XLA loop: each sweep
   records every group's Q after each iteration, the shards' records are
-  gathered (a few doubles per group, not the leaf) and summed as the
+  gathered (``chunk`` doubles a group, not the leaf) and summed as the
   whole leaf's solve sums them, and where the leaf stops inside a sweep
   its shard reruns the sweep to the stopping iteration.
 
@@ -423,6 +425,81 @@ def pg_step_across(
                 jnp.asarray(count, jnp.int32), **attributes,
                 first=bool(first))
 
+  v, u, new_anchor, *first = sweep(
+      True, v, u, anchor, start, jnp.zeros([0], jnp.uint8),
+      jnp.zeros([0], jnp.float32), chunk)
+  a = new_anchor if restarts else anchor
+  theta, stop = _by_sweeps(
+      first, lambda z, screening, steps, count: sweep(
+          False, v, u, a, z, screening, steps, count)[3:5],
+      start, axes=axes, view=(rows, groups, cols), chunk=chunk,
+      max_iters=max_iters, rtol=rtol)
+  return (v, u, new_anchor if restarts else None,
+          theta - w if delta else theta, stop)
+
+
+def pg_leaf_across(
+    penalty: GroupNorm,
+    sub: Subproblem,
+    z0: jax.Array,
+    *,
+    axes: str | tuple[str, ...],
+    max_iters: int,
+    rtol: float,
+    chunk: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
+  """:func:`pg_leaf` on one device's shard of a leaf whose groups are split
+  over the mesh axes ``axes``, by sweeps as :func:`pg_step_across`, with
+  the same floats and iterations as on the whole leaf.
+
+  Args:
+    penalty, sub, z0, max_iters, rtol: as :func:`pg_leaf`'s, the arrays a
+      shard's that holds a range of the leaf's groups.
+    axes: the mesh axes that split the groups, in the order of the
+      sharding.
+    chunk: iterations of a sweep (None: ``PG_CHUNK``).
+
+  Returns:
+    ``(θ̂, iterations)``.
+  """
+  a, v = sub.anchor, sub.linear
+  p = jnp.broadcast_to(sub.metric, a.shape)
+  tau = jnp.asarray(sub.threshold, jnp.float32)
+  view = leaf_view(penalty, a.shape)
+  chunk = min(chunk or PG_CHUNK, max_iters)
+
+  def sweep(first, z, screening, steps, count):
+    groups = view[1] if first else 0
+    call = jax.ffi.ffi_call(
+        PG_LEAF_SWEEP_TARGET,
+        (jax.ShapeDtypeStruct(a.shape, jnp.float32),
+         jax.ShapeDtypeStruct((view[1], chunk, 2), jnp.uint32),
+         jax.ShapeDtypeStruct((groups,), jnp.uint8),
+         jax.ShapeDtypeStruct((groups,), jnp.float32)),
+        vmap_method="sequential")
+    out = call(a, v, p, z, tau, screening, steps,
+               jnp.asarray(count, jnp.int32),
+               **_view_attributes(view, PG_BLOCK_BYTES, max_iters),
+               chunk=np.int64(chunk), group_weight=np.float32(penalty.weight),
+               first=bool(first))
+    return out if first else out[:2]
+
+  first = sweep(True, z0, jnp.zeros([0], jnp.uint8),
+                jnp.zeros([0], jnp.float32), chunk)
+  return _by_sweeps(
+      first, lambda z, screening, steps, count: sweep(
+          False, z, screening, steps, count),
+      z0, axes=axes, view=view, chunk=chunk, max_iters=max_iters, rtol=rtol)
+
+
+def _by_sweeps(first, sweep, start, *, axes, view, chunk, max_iters, rtol):
+  """The paper's rule on a shard by sweeps (:func:`pg_step_across`): given
+  the first sweep's ``(end, records, screening, steps)`` from ``start``
+  and ``sweep(z, screening, steps, count) -> (end, records)`` for the
+  later ones, ``(θ̂, iterations)``."""
+  rows, _, cols = view
+  end, records, screening, steps = first
+
   def test(records, count, before, done):
     call = jax.ffi.ffi_call(
         PG_STOP_TARGET, (jax.ShapeDtypeStruct((), jnp.int32),
@@ -434,10 +511,6 @@ def pg_step_across(
                 block=np.int64(max(1, PG_BLOCK_BYTES // (rows * cols * 4))),
                 max_iters=np.int64(max_iters), rtol=np.float32(rtol))
 
-  v, u, new_anchor, end, records, screening, steps = sweep(
-      True, v, u, anchor, start, jnp.zeros([0], jnp.uint8),
-      jnp.zeros([0], jnp.float32), chunk)
-  a = new_anchor if restarts else anchor
   # Every group of the leaf screened (or no threshold): no iteration.
   live = jax.lax.psum(jnp.sum(screening, dtype=jnp.int32), axes) > 0
   stop, last = test(records, chunk, jnp.float32(jnp.nan), 0)
@@ -445,8 +518,7 @@ def pg_step_across(
   def next_sweep(carry):
     _, end, _, done, last, _ = carry
     count = jnp.minimum(chunk, max_iters - done)
-    _, _, _, new_end, records, _, _ = sweep(False, v, u, a, end, screening,
-                                            steps, count)
+    new_end, records = sweep(end, screening, steps, count)
     stop, last = test(records, count, last, done)
     return end, new_end, done, done + count, last, stop
 
@@ -456,10 +528,9 @@ def pg_step_across(
        jnp.where(live, stop, 0)))
   theta = jax.lax.cond(
       live & (stop < done),
-      lambda: sweep(False, v, u, a, begin, screening, steps, stop - before)[3],
+      lambda: sweep(begin, screening, steps, stop - before)[0],
       lambda: end)
-  return (v, u, new_anchor if restarts else None,
-          theta - w if delta else theta, stop)
+  return theta, stop
 
 
 def pg_leaf(

@@ -33,8 +33,9 @@ from ramda_optax.regularizers import LeafPenalty
 
 # The kernel's step of one leaf: (arrays, coefficients, restart, *, root,
 # delta) -> (V, U, anchor or None, θ̂ or θ̂ − W, iterations), as
-# :func:`ramda_optax.cpu_kernel.group_step` takes and returns them; the
-# iterations one count, or one per entry of the leaf's free axis
+# :func:`ramda_optax.cpu_kernel.group_step` takes and returns them (a
+# solve alone gives None for the statistics); the iterations one count,
+# or one per entry of the leaf's free axis
 # (:func:`ramda_optax.group_kernels.fused_step`).
 GroupStep = Callable[..., tuple[jax.Array | None, ...]]
 # The mesh axes that split a leaf's groups -> the kernel's step of one
@@ -93,12 +94,15 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None,
         *coefficients, *((restart,) if restarts else ()))])
     first = axes[0]
 
+    present = []  # which of the step's results are arrays (not None)
+
     def stepped(step):
       def local(*args):
         *leaves, scalars = args
         *results, iters = step(
             tuple(leaves), tuple(scalars[i] for i in range(len(coefficients))),
             scalars[-1] > 0 if restarts else False, root=root, delta=delta)
+        present[:] = [x is not None for x in results]
         # One count per entry of the first free axis: an output that shards.
         return (*(x for x in results if x is not None),
                 jnp.broadcast_to(iters, (leaves[0].shape[first],)))
@@ -143,7 +147,8 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None,
           *args)
       return out, jax.tree.map(lambda _: True, out)
 
-    v, u, *anchor, theta, counts = batched(*arrays, scalars)
-    return v, u, anchor[0] if restarts else None, theta, counts
+    *results, counts = batched(*arrays, scalars)
+    results = iter(results)
+    return (*(next(results) if p else None for p in present), counts)
 
   return partitioned

@@ -29,6 +29,7 @@ from ramda_optax import _validation
 from ramda_optax import blocks
 from ramda_optax import cpu_kernel
 from ramda_optax import group_kernels
+from ramda_optax import partitioning
 from ramda_optax.regularizers import GroupNorm
 from ramda_optax.regularizers import LeafPenalty
 from ramda_optax.regularizers import Regularizer
@@ -136,9 +137,8 @@ class PGSolver(NamedTuple):
       if view is None:
         return xla()
       return lax.platform_dependent(
-          cpu=lambda: _unless_unregularized(sub, lambda: cpu_kernel.pg_leaf(
-              view, penalty, sub, z0, max_iters=self.max_iters,
-              rtol=self.rtol)),
+          cpu=lambda: _unless_unregularized(
+              sub, lambda: self._kernel_solve(penalty, sub, z0)),
           default=xla)
     view = _kernel_view(self.backend, penalty, sub)
     if view is not None:
@@ -160,6 +160,31 @@ class PGSolver(NamedTuple):
     entries, stopping on the block's own decrease; returns ``(θ̂,
     iterations)``."""
     return self._solve(penalty, sub, z0, count, self._block_rtol(sub), share)
+
+  def _kernel_solve(self, penalty, sub, z0):
+    """The CPU kernel's solve of a leaf, by shards where the leaf's groups
+    are split over devices (:mod:`ramda_optax.partitioning`)."""
+    def whole(arrays, coefficients, restart, *, root, delta):
+      del restart, root, delta
+      a, v, p, z = arrays
+      return (None, None, None, *cpu_kernel.pg_leaf(
+          cpu_kernel.leaf_view(penalty, a.shape), penalty,
+          Subproblem(a, v, p, coefficients[0]), z, max_iters=self.max_iters,
+          rtol=self.rtol))
+
+    def across(axes):
+      def step(arrays, coefficients, restart, *, root, delta):
+        del restart, root, delta
+        a, v, p, z = arrays
+        return (None, None, None, *cpu_kernel.pg_leaf_across(
+            penalty, Subproblem(a, v, p, coefficients[0]), z, axes=axes,
+            max_iters=self.max_iters, rtol=self.rtol))
+      return step
+
+    *_, theta, counts = partitioning.by_shards(whole, penalty, across)(
+        (sub.anchor, sub.linear, jnp.broadcast_to(sub.metric, z0.shape), z0),
+        (sub.threshold,), False, root=0, delta=False)
+    return theta, jnp.max(counts)
 
   def _cpu_view(self, penalty, sub, z0) -> cpu_kernel.View | None:
     """The leaf's view where the compiled CPU kernel takes its per-leaf

@@ -207,6 +207,22 @@ def check_sweeps():
         np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
       print(f"sweeps of {chunk}, restart {restart}, {int(whole[4])} "
             "iterations: ok")
+  # The rule's solve alone (pg_solver's kernel on a given subproblem), its
+  # leaf sharded along the groups: by sweeps, no gather of the leaf.
+  from ramda_optax.subproblem import Subproblem  # pylint: disable=g-import-not-at-top
+  sub = Subproblem(arrays[4], arrays[2], jnp.sqrt(arrays[3]), jnp.float32(0.05))
+  solve = jax.jit(lambda s, z: ro.pg_solver(rtol=1e-5).solve(penalty, s, z, 1))
+  theta, iters = solve(sub, arrays[1])
+  assert 2 < int(iters) < 100
+  leaf, scalar = NamedSharding(mesh, spec), NamedSharding(mesh, P())
+  placed = jax.device_put((sub, arrays[1]), (
+      Subproblem(leaf, leaf, leaf, scalar), leaf))
+  out = solve(*placed)
+  np.testing.assert_array_equal(np.asarray(out[0]), np.asarray(theta))
+  assert int(out[1]) == int(iters) and out[0].sharding.is_equivalent_to(leaf, 4)
+  hlo = solve.lower(*placed).compile().as_text()
+  assert not re.search(r"= f\d+\[[\d,]*\]\{[\d,]*\} all-gather\(", hlo)
+  print(f"the solve alone by sweeps, {int(iters)} iterations: ok")
 
 
 def main():

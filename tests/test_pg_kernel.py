@@ -174,6 +174,43 @@ def test_screened_groups_are_zero_and_all_screened_runs_no_iteration():
   np.testing.assert_array_equal(theta, 0)
 
 
+@pytest.mark.parametrize("name", sorted(LEAVES))
+@pytest.mark.parametrize("chunk", [1, 5, 16])
+@pytest.mark.parametrize("tau,rtol,max_iters", [
+    (0.05, 1e-6, 60),  # stops after several sweeps of 1 and 5
+    (0.05, -1.0, 23),  # runs to max_iters
+    (1e3, 1e-6, 60),   # every group screened: no iteration, θ̂ = 0
+])
+def test_solve_by_sweeps_is_the_whole_solve(name, chunk, tau, rtol,
+                                           max_iters):
+  # The solve of a shard whose groups other devices share the test of
+  # (pg_leaf_across: sweeps under an XLA loop, here on one device's mesh,
+  # its axis splitting the groups into one shard) is the whole leaf's,
+  # bit for bit, and its iterations.
+  sub, z0 = _subproblem(name, tau, seed=3)
+  theta, iters = _kernel(name, sub, z0, max_iters=max_iters, rtol=rtol,
+                         remember=False)
+  shape, axes = LEAVES[name]
+  axis = next(d for d in range(len(shape)) if d not in axes)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("groups",))
+  spec = jax.sharding.PartitionSpec(*(["groups" if d == axis else None
+                                       for d in range(len(shape))]))
+  swept = jax.jit(jax.shard_map(
+      lambda s, z: cpu_kernel.pg_leaf_across(
+          _penalty(name), s, z, axes=("groups",), max_iters=max_iters,
+          rtol=rtol, chunk=chunk),
+      mesh=mesh, in_specs=(Subproblem(spec, spec, spec,
+                                      jax.sharding.PartitionSpec()), spec),
+      out_specs=(spec, jax.sharding.PartitionSpec()), check_vma=False))
+  theta_swept, iters_swept = swept(sub, z0)
+  if tau > 1:
+    assert int(iters) == 0
+  else:
+    assert 2 < int(iters) <= max_iters and (rtol > 0) == (iters < max_iters)
+  assert int(iters_swept) == int(iters)
+  np.testing.assert_array_equal(theta_swept, theta)
+
+
 def test_a_group_without_curvature_stays_and_adds_its_q():
   # P = 0 on a group that is not screened: its step η is 0, its iterate
   # stays at z⁰, and its Q, the same after every iteration, still counts in

@@ -756,27 +756,17 @@ ffi::Error PgStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
   return ffi::Error::Success();
 }
 
-// One sweep of the whole step's solve on a shard of a leaf whose groups
-// other devices share the test of (RamdaPgSweep): `count` iterations from
-// the iterate `from` into `to`, each group's Q after each iteration in
-// `records` (groups × chunk doubles, as pairs of 32-bit words), for the
-// caller to sum over the leaf (RamdaPgStop). The first sweep (`first`)
-// updates V and U (and W⁰ on a restart) into its outputs and screens the
-// groups, giving their flags and steps; a later one takes the new V, U and
-// W⁰, and the flags and steps, as its inputs. Without a threshold the
-// first sweep writes the closed form and screens every group.
-template <int root, bool restart>
-void Sweep(ffi::ThreadPool& pool, const Leaf& leaf,
-           const FromMoments<root, restart>& source, bool first,
-           const float* from, float* to, int64_t count, double* records) {
+// One sweep of a solve on a shard of a leaf whose groups other devices
+// share the test of: `count` iterations of every block from the iterate
+// `from` into `to`, each group's Q after each iteration in `records`
+// (groups × count). The first sweep (`first`) screens the groups and sets
+// their steps; a later one takes them from `leaf`.
+template <typename Source>
+void Sweep(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
+           bool first, const float* from, float* to, int64_t count,
+           double* records) {
   const int64_t blocks = (leaf.groups + leaf.block - 1) / leaf.block;
   const int64_t per = leaf.rows * leaf.cols;
-  if (first && !(source.k.threshold > 0)) {
-    ClosedForm(pool, leaf, source, to);
-    std::fill(leaf.active, leaf.active + leaf.groups, 0);
-    std::fill(records, records + leaf.groups * count, 0.0);
-    return;
-  }
   ParallelFor(pool, blocks, [&]() {
     Scratch* s = &Scratch::OfThread(per * leaf.block);
     return [&, s](int64_t i, int64_t next) {
@@ -796,62 +786,41 @@ void Sweep(ffi::ThreadPool& pool, const Leaf& leaf,
   });
 }
 
-ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
-                   ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> v,
-                   ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> anchor,
-                   ffi::Buffer<ffi::F32> from, ffi::Buffer<ffi::F32> scalars,
-                   ffi::Buffer<ffi::PRED> restart,
-                   ffi::Buffer<ffi::U8> active_in,
-                   ffi::Buffer<ffi::F32> step_in,
-                   ffi::Buffer<ffi::S32> count_in,
-                   ffi::ResultBuffer<ffi::F32> v_out,
-                   ffi::ResultBuffer<ffi::F32> u_out,
-                   ffi::ResultBuffer<ffi::F32> anchor_out,
-                   ffi::ResultBuffer<ffi::F32> to,
-                   ffi::ResultBuffer<ffi::U32> records,
-                   ffi::ResultBuffer<ffi::U8> active_out,
-                   ffi::ResultBuffer<ffi::F32> step_out, int64_t rows,
-                   int64_t groups, int64_t cols, int64_t block,
-                   int64_t max_iters, int64_t chunk, float group_weight,
-                   int64_t root, bool first) {
+// What the sweeps' handlers (RamdaPgSweep, RamdaPgLeafSweep) share: the
+// checks, the groups' screening flags and steps (given to a later sweep,
+// set by the first), and the records, given back as groups × chunk
+// doubles (pairs of 32-bit words). run(leaf, records) runs the sweep.
+template <typename Run>
+ffi::Error SweepCall(int64_t rows, int64_t groups, int64_t cols, int64_t block,
+                     int64_t max_iters, int64_t chunk, size_t entries,
+                     const ffi::Buffer<ffi::S32>& count_in, bool first,
+                     float kappa, const float* from,
+                     const ffi::Buffer<ffi::U8>& active_in,
+                     const ffi::Buffer<ffi::F32>& step_in,
+                     ffi::ResultBuffer<ffi::U32>& records,
+                     ffi::ResultBuffer<ffi::U8>& active_out,
+                     ffi::ResultBuffer<ffi::F32>& step_out, Run run) {
   const int64_t count = *count_in.typed_data();
-  if (!ValidView(rows, groups, cols, block, max_iters, chunk,
-                 grad.element_count()) ||
-      scalars.element_count() != 8 || (root != 2 && root != 3) ||
+  const size_t n = static_cast<size_t>(groups);
+  if (!ValidView(rows, groups, cols, block, max_iters, chunk, entries) ||
       count < 1 || count > chunk ||
-      records->element_count() != static_cast<size_t>(2 * groups * chunk) ||
-      (!first && (active_in.element_count() != static_cast<size_t>(groups) ||
-                  step_in.element_count() != static_cast<size_t>(groups)))) {
-    return ffi::Error::InvalidArgument("ramda_pg_sweep: bad arguments");
+      records->element_count() != 2 * n * chunk ||
+      (first ? active_out->element_count() != n ||
+                   step_out->element_count() != n
+             : active_in.element_count() != n ||
+                   step_in.element_count() != n)) {
+    return ffi::Error::InvalidArgument("ramda_pg sweep: bad arguments");
   }
-  const float* sc = scalars.typed_data();
-  const Coefficients k{sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]};
-  const bool restarted = first && *restart.typed_data();
   std::vector<uint8_t> active(groups);
   std::vector<float> step(groups);
   if (!first) {
     std::memcpy(active.data(), active_in.typed_data(), groups);
     std::memcpy(step.data(), step_in.typed_data(), groups * sizeof(float));
   }
-  const Leaf leaf{rows, groups, cols, std::min(block, groups),
-                  k.threshold * group_weight, from.typed_data(),
+  const Leaf leaf{rows, groups, cols, std::min(block, groups), kappa, from,
                   active.data(), step.data()};
-  std::vector<double> q(groups * count);
-  float* anchor_new = first ? NewAnchor(anchor_out, anchor, restarted)
-                            : nullptr;
-  WithMoments(
-      root, restarted, k, grad.typed_data(), v.typed_data(), u.typed_data(),
-      restarted ? params.typed_data() : anchor.typed_data(),
-      [&](auto source) {
-        // Past the first sweep, V and U given are the step's: its outputs.
-        source.v_out = first ? v_out->typed_data()
-                             : const_cast<float*>(v.typed_data());
-        source.u_out = first ? u_out->typed_data()
-                             : const_cast<float*>(u.typed_data());
-        source.anchor_out = anchor_new;
-        Sweep(pool, leaf, source, first, from.typed_data(), to->typed_data(),
-              count, q.data());
-      });
+  std::vector<double> q(groups * count, 0.0);
+  run(leaf, q.data());
   double* out = reinterpret_cast<double*>(records->typed_data());
   std::fill(out, out + groups * chunk, 0.0);
   for (int64_t g = 0; g < groups; ++g) {
@@ -862,6 +831,91 @@ ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
     std::memcpy(step_out->typed_data(), step.data(), groups * sizeof(float));
   }
   return ffi::Error::Success();
+}
+
+// A sweep of the whole step (RamdaPgSweep). The first updates V and U
+// (and W⁰ on a restart) into its outputs; a later one takes the new V, U
+// and W⁰ as its inputs. Without a threshold the first writes the closed
+// form and screens every group.
+ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
+                   ffi::Buffer<ffi::F32> params, ffi::Buffer<ffi::F32> v,
+                   ffi::Buffer<ffi::F32> u, ffi::Buffer<ffi::F32> anchor,
+                   ffi::Buffer<ffi::F32> from, ffi::Buffer<ffi::F32> scalars,
+                   ffi::Buffer<ffi::PRED> restart,
+                   ffi::Buffer<ffi::U8> active_in,
+                   ffi::Buffer<ffi::F32> step_in,
+                   ffi::Buffer<ffi::S32> count,
+                   ffi::ResultBuffer<ffi::F32> v_out,
+                   ffi::ResultBuffer<ffi::F32> u_out,
+                   ffi::ResultBuffer<ffi::F32> anchor_out,
+                   ffi::ResultBuffer<ffi::F32> to,
+                   ffi::ResultBuffer<ffi::U32> records,
+                   ffi::ResultBuffer<ffi::U8> active_out,
+                   ffi::ResultBuffer<ffi::F32> step_out, int64_t rows,
+                   int64_t groups, int64_t cols, int64_t block,
+                   int64_t max_iters, int64_t chunk, float group_weight,
+                   int64_t root, bool first) {
+  if (scalars.element_count() != 8 || (root != 2 && root != 3)) {
+    return ffi::Error::InvalidArgument("ramda_pg_sweep: bad arguments");
+  }
+  const float* sc = scalars.typed_data();
+  const Coefficients k{sc[0], sc[1], sc[2], sc[3], sc[4], sc[5], sc[6], sc[7]};
+  const bool restarted = first && *restart.typed_data();
+  return SweepCall(
+      rows, groups, cols, block, max_iters, chunk, grad.element_count(),
+      count, first, k.threshold * group_weight, from.typed_data(), active_in,
+      step_in, records, active_out, step_out,
+      [&](const Leaf& leaf, double* q) {
+        float* anchor_new = first ? NewAnchor(anchor_out, anchor, restarted)
+                                  : nullptr;
+        WithMoments(
+            root, restarted, k, grad.typed_data(), v.typed_data(),
+            u.typed_data(),
+            restarted ? params.typed_data() : anchor.typed_data(),
+            [&](auto source) {
+              // Past the first sweep, V and U given are the step's outputs.
+              source.v_out = first ? v_out->typed_data()
+                                   : const_cast<float*>(v.typed_data());
+              source.u_out = first ? u_out->typed_data()
+                                   : const_cast<float*>(u.typed_data());
+              source.anchor_out = anchor_new;
+              if (first && !(k.threshold > 0)) {
+                ClosedForm(pool, leaf, source, to->typed_data());
+                std::fill(leaf.active, leaf.active + leaf.groups, 0);
+              } else {
+                Sweep(pool, leaf, source, first, from.typed_data(),
+                      to->typed_data(), *count.typed_data(), q);
+              }
+            });
+      });
+}
+
+// A sweep of the solve alone (RamdaPgLeafSweep), given a, v and P.
+ffi::Error PgLeafSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
+                       ffi::Buffer<ffi::F32> v, ffi::Buffer<ffi::F32> p,
+                       ffi::Buffer<ffi::F32> from, ffi::Buffer<ffi::F32> tau,
+                       ffi::Buffer<ffi::U8> active_in,
+                       ffi::Buffer<ffi::F32> step_in,
+                       ffi::Buffer<ffi::S32> count,
+                       ffi::ResultBuffer<ffi::F32> to,
+                       ffi::ResultBuffer<ffi::U32> records,
+                       ffi::ResultBuffer<ffi::U8> active_out,
+                       ffi::ResultBuffer<ffi::F32> step_out, int64_t rows,
+                       int64_t groups, int64_t cols, int64_t block,
+                       int64_t max_iters, int64_t chunk, float group_weight,
+                       bool first) {
+  if (tau.element_count() != 1) {
+    return ffi::Error::InvalidArgument("ramda_pg_leaf_sweep: bad arguments");
+  }
+  const Given given{a.typed_data(), v.typed_data(), p.typed_data()};
+  return SweepCall(
+      rows, groups, cols, block, max_iters, chunk, a.element_count(), count,
+      first, *tau.typed_data() * group_weight, from.typed_data(), active_in,
+      step_in, records, active_out, step_out,
+      [&](const Leaf& leaf, double* q) {
+        Sweep(pool, leaf, given, first, from.typed_data(), to->typed_data(),
+              *count.typed_data(), q);
+      });
 }
 
 // The paper's test on a chunk's records of the whole leaf (RamdaPgStop):
@@ -944,6 +998,26 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgSweep, PgSweep,
                                   .Attr<int64_t>("chunk")
                                   .Attr<float>("group_weight")
                                   .Attr<int64_t>("root")
+                                  .Attr<bool>("first"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgLeafSweep, PgLeafSweep,
+                              ramda_optax::WithView(
+                                  ffi::Ffi::Bind()
+                                      .Ctx<ffi::ThreadPool>()
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // a
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // v
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // P
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // from
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // τ
+                                      .Arg<ffi::Buffer<ffi::U8>>()   // screening
+                                      .Arg<ffi::Buffer<ffi::F32>>()  // steps
+                                      .Arg<ffi::Buffer<ffi::S32>>()  // count
+                                      .Ret<ffi::Buffer<ffi::F32>>()  // to
+                                      .Ret<ffi::Buffer<ffi::U32>>()  // records
+                                      .Ret<ffi::Buffer<ffi::U8>>()   // screening
+                                      .Ret<ffi::Buffer<ffi::F32>>())  // steps
+                                  .Attr<int64_t>("chunk")
+                                  .Attr<float>("group_weight")
                                   .Attr<bool>("first"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgStop, PgStop,
