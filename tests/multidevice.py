@@ -181,32 +181,39 @@ def check_kernel_shards():
 
 def check_sweeps():
   """The paper's rule by sweeps on 8 shards of a leaf's groups (2 each,
-  blocks of 3 groups straddling shards), sweeps of 2 and 16 iterations: the
-  whole leaf's step, bit for bit, the stop past several sweeps."""
+  blocks of 3 groups straddling shards), sweeps of 2 and 16 iterations, the
+  groups over one mesh axis or two: the whole leaf's step, bit for bit, the
+  stop past several sweeps; and its solve alone."""
   from ramda_optax import cpu_kernel  # pylint: disable=g-import-not-at-top
   from tests.test_pg_step import COEFFICIENTS, _leaf  # pylint: disable=g-import-not-at-top
   arrays, penalty = _leaf(seed=7, shape=(3, 3, 16, 512))
   view = cpu_kernel.leaf_view(penalty, arrays[0].shape)
   mesh = Mesh(np.array(jax.devices()), ("model",))
   spec = P(None, None, "model")
-  for restart in (False, True):
+  # The groups over one mesh axis of 8, and over two (2 × 4, gathered in
+  # the order of the sharding).
+  runs = [(False, 2, mesh, ("model",)), (False, 16, mesh, ("model",)),
+          (True, 2, mesh, ("model",)), (True, 16, mesh, ("model",)),
+          (True, 2, Mesh(np.array(jax.devices()).reshape(2, 4), ("a", "b")),
+           ("a", "b"))]
+  for restart, chunk, on, axes in runs:
     flag = jnp.asarray(restart)
     whole = jax.jit(lambda x, r: cpu_kernel.pg_step(
         view, penalty, x, COEFFICIENTS, r, root=3, delta=True, max_iters=60,
         rtol=1e-5, remember=False))(arrays, flag)
     assert 2 < int(whole[4]) < 60
-    for chunk in (2, 16):
-      swept = jax.jit(jax.shard_map(
-          lambda x, r: cpu_kernel.pg_step_across(
-              penalty, x, COEFFICIENTS, r, axes=("model",), root=3,
-              delta=True, max_iters=60, rtol=1e-5, chunk=chunk),
-          mesh=mesh, in_specs=((spec,) * 6, P()),
-          out_specs=(spec, spec, spec, spec, P()), check_vma=False))(
-              arrays, flag)
-      for a, b in zip(whole, swept):
-        np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
-      print(f"sweeps of {chunk}, restart {restart}, {int(whole[4])} "
-            "iterations: ok")
+    split = P(None, None, axes)
+    swept = jax.jit(jax.shard_map(
+        lambda x, r, axes=axes, chunk=chunk: cpu_kernel.pg_step_across(
+            penalty, x, COEFFICIENTS, r, axes=axes, root=3, delta=True,
+            max_iters=60, rtol=1e-5, chunk=chunk),
+        mesh=on, in_specs=((split,) * 6, P()),
+        out_specs=(split, split, split, split, P()), check_vma=False))(
+            arrays, flag)
+    for a, b in zip(whole, swept):
+      np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+    print(f"sweeps of {chunk} over {axes}, restart {restart}, "
+          f"{int(whole[4])} iterations: ok")
   # The rule's solve alone (pg_solver's kernel on a given subproblem), its
   # leaf sharded along the groups: by sweeps, no gather of the leaf.
   from ramda_optax.subproblem import Subproblem  # pylint: disable=g-import-not-at-top
