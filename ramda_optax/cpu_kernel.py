@@ -375,8 +375,10 @@ def pg_step_across(
     chunk: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array, jax.Array]:
   """:func:`pg_step` on one device's shard of a leaf whose groups are split
-  over the mesh axes ``axes`` (inside ``shard_map`` or a partitioned
-  custom call), with the same floats and iterations as on the whole leaf.
+  over the mesh axes ``axes`` (in a partitioned custom call, or under
+  ``shard_map`` with ``check_vma=False``: the FFI calls' results carry no
+  varying axes), with the same floats and iterations as on the whole
+  leaf.
 
   The rule's test needs the leaf's Q after every iteration, so the solve
   runs by sweeps of ``chunk`` iterations under an XLA loop: each sweep
