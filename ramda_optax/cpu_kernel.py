@@ -27,7 +27,8 @@ statistics, and every sweep forms a, v and P from them in cache. On a
 shard of a leaf whose groups other devices hold too, the whole step runs
 by sweeps under an XLA loop (:func:`pg_step_across`), each sweep a call
 (``RamdaPgSweep``) that reports its groups' Q, which the devices gather
-and test as one device's kernel would (``RamdaPgStop``).
+and test as one device's kernel would (``RamdaPgStop``), the first sweep aimed
+at the previous step's stop.
 
 They are built on first use with the system's C++ compiler (``$CXX``, else
 ``c++``) against the XLA FFI headers that jaxlib ships, cached under
@@ -52,6 +53,7 @@ import shutil
 import subprocess
 import tempfile
 import warnings
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -373,6 +375,7 @@ def pg_step_across(
     max_iters: int,
     rtol: float,
     chunk: int | None = None,
+    hint: jax.Array | int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array | None, jax.Array, jax.Array]:
   """:func:`pg_step` on one device's shard of a leaf whose groups are split
   over the mesh axes ``axes`` (in a partitioned custom call, or under
@@ -381,11 +384,17 @@ def pg_step_across(
   leaf.
 
   The rule's test needs the leaf's Q after every iteration, so the solve
-  runs by sweeps of ``chunk`` iterations under an XLA loop: each sweep
-  records every group's Q after each iteration, the shards' records are
-  gathered (``chunk`` doubles a group, not the leaf) and summed as the
-  whole leaf's solve sums them, and where the leaf stops inside a sweep
-  its shard reruns the sweep to the stopping iteration.
+  runs by sweeps under an XLA loop: each sweep records every group's Q
+  after each of its iterations, the shards' records are gathered (a
+  double per group and iteration, not the leaf) and summed as the whole
+  leaf's solve sums them, and where the leaf stops inside a sweep its
+  shard reruns the sweep to the stopping iteration. Sweeps run ``chunk``
+  iterations; given a ``hint`` h > 0 of the stop (the previous step's),
+  the first runs to h + m (m = max(2, h // 16)) and keeps its iterate
+  after iteration h − m, as the whole leaf's kernel aims its first chunk,
+  so that a stop within m of h takes one sweep and a rerun of at most 2m
+  iterations. Its records then have room for up to ``max_iters``
+  iterations where that takes no more bytes than the group's floats.
 
   Args:
     penalty, arrays, coefficients, restart, root, delta, max_iters, rtol:
@@ -394,6 +403,8 @@ def pg_step_across(
     axes: the mesh axes that split the groups, in the order of the
       sharding.
     chunk: iterations of a sweep (None: ``PG_CHUNK``).
+    hint: None, or an int32 scalar: the stop to aim the first sweep at (0:
+      none), the same on every shard.
 
   Returns:
     As :func:`pg_step`'s.
@@ -402,40 +413,41 @@ def pg_step_across(
   coefficients = jnp.stack([jnp.asarray(x, jnp.float32) for x in coefficients])
   restarts = restart is not False
   rows, groups, cols = leaf_view(penalty, g.shape)
-  chunk = min(chunk or PG_CHUNK, max_iters)
+  plan = _Sweeps.of(rows * cols, chunk, max_iters, hint)
   leaf = jax.ShapeDtypeStruct(g.shape, jnp.float32)
   none = lambda dtype: jax.ShapeDtypeStruct((0,), dtype)
   attributes = dict(
       **_view_attributes((rows, groups, cols), PG_BLOCK_BYTES, max_iters),
-      chunk=np.int64(chunk), group_weight=np.float32(penalty.weight),
-      root=np.int64(root))
+      group_weight=np.float32(penalty.weight), root=np.int64(root))
   flag = jnp.asarray(restart, jnp.bool_)
 
-  def sweep(first, v, u, anchor, z, screening, steps, count):
+  def sweep(first, v, u, anchor, z, screening, steps, count, snap, room):
+    keep = first and plan.keeps
     call = jax.ffi.ffi_call(
         PG_SWEEP_TARGET,
         (leaf if first else none(jnp.float32),
          leaf if first else none(jnp.float32),
          leaf if first and restarts else none(jnp.float32), leaf,
-         jax.ShapeDtypeStruct((groups, chunk, 2), jnp.uint32),
+         leaf if keep else none(jnp.float32),
+         jax.ShapeDtypeStruct((groups, room, 2), jnp.uint32),
          jax.ShapeDtypeStruct((groups,) if first else (0,), jnp.uint8),
          jax.ShapeDtypeStruct((groups,) if first else (0,), jnp.float32)),
         input_output_aliases=(
             {2: 0, 3: 1, **({4: 2} if restarts else {})} if first else {}),
         vmap_method="sequential")
     return call(g, w, v, u, anchor, z, coefficients, flag, screening, steps,
-                jnp.asarray(count, jnp.int32), **attributes,
-                first=bool(first))
+                jnp.asarray(count, jnp.int32), jnp.asarray(snap, jnp.int32),
+                **attributes, chunk=np.int64(room), first=bool(first))
 
   v, u, new_anchor, *first = sweep(
       True, v, u, anchor, start, jnp.zeros([0], jnp.uint8),
-      jnp.zeros([0], jnp.float32), chunk)
+      jnp.zeros([0], jnp.float32), plan.count, plan.snap, plan.room)
   a = new_anchor if restarts else anchor
   theta, stop = _by_sweeps(
-      first, lambda z, screening, steps, count: sweep(
-          False, v, u, a, z, screening, steps, count)[3:5],
-      start, axes=axes, view=(rows, groups, cols), chunk=chunk,
-      max_iters=max_iters, rtol=rtol)
+      first, lambda z, screening, steps, count, room: sweep(
+          False, v, u, a, z, screening, steps, count, 0, room)[3:6:2],
+      start, plan, axes=axes, view=(rows, groups, cols), max_iters=max_iters,
+      rtol=rtol)
   return (v, u, new_anchor if restarts else None,
           theta - w if delta else theta, stop)
 
@@ -449,6 +461,7 @@ def pg_leaf_across(
     max_iters: int,
     rtol: float,
     chunk: int | None = None,
+    hint: jax.Array | int | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """:func:`pg_leaf` on one device's shard of a leaf whose groups are split
   over the mesh axes ``axes``, by sweeps as :func:`pg_step_across`, with
@@ -459,7 +472,7 @@ def pg_leaf_across(
       shard's that holds a range of the leaf's groups.
     axes: the mesh axes that split the groups, in the order of the
       sharding.
-    chunk: iterations of a sweep (None: ``PG_CHUNK``).
+    chunk, hint: as :func:`pg_step_across`'s.
 
   Returns:
     ``(θ̂, iterations)``.
@@ -468,39 +481,89 @@ def pg_leaf_across(
   p = jnp.broadcast_to(sub.metric, a.shape)
   tau = jnp.asarray(sub.threshold, jnp.float32)
   view = leaf_view(penalty, a.shape)
-  chunk = min(chunk or PG_CHUNK, max_iters)
+  plan = _Sweeps.of(view[0] * view[2], chunk, max_iters, hint)
+  leaf = jax.ShapeDtypeStruct(a.shape, jnp.float32)
 
-  def sweep(first, z, screening, steps, count):
+  def sweep(first, z, screening, steps, count, snap, room):
     groups = view[1] if first else 0
     call = jax.ffi.ffi_call(
         PG_LEAF_SWEEP_TARGET,
-        (jax.ShapeDtypeStruct(a.shape, jnp.float32),
-         jax.ShapeDtypeStruct((view[1], chunk, 2), jnp.uint32),
+        (leaf, leaf if first and plan.keeps
+         else jax.ShapeDtypeStruct((0,), jnp.float32),
+         jax.ShapeDtypeStruct((view[1], room, 2), jnp.uint32),
          jax.ShapeDtypeStruct((groups,), jnp.uint8),
          jax.ShapeDtypeStruct((groups,), jnp.float32)),
         vmap_method="sequential")
-    out = call(a, v, p, z, tau, screening, steps,
-               jnp.asarray(count, jnp.int32),
-               **_view_attributes(view, PG_BLOCK_BYTES, max_iters),
-               chunk=np.int64(chunk), group_weight=np.float32(penalty.weight),
-               first=bool(first))
-    return out if first else out[:2]
+    return call(a, v, p, z, tau, screening, steps,
+                jnp.asarray(count, jnp.int32), jnp.asarray(snap, jnp.int32),
+                **_view_attributes(view, PG_BLOCK_BYTES, max_iters),
+                chunk=np.int64(room), group_weight=np.float32(penalty.weight),
+                first=bool(first))
 
   first = sweep(True, z0, jnp.zeros([0], jnp.uint8),
-                jnp.zeros([0], jnp.float32), chunk)
+                jnp.zeros([0], jnp.float32), plan.count, plan.snap, plan.room)
   return _by_sweeps(
-      first, lambda z, screening, steps, count: sweep(
-          False, z, screening, steps, count),
-      z0, axes=axes, view=view, chunk=chunk, max_iters=max_iters, rtol=rtol)
+      first, lambda z, screening, steps, count, room: sweep(
+          False, z, screening, steps, count, 0, room)[0:3:2],
+      z0, plan, axes=axes, view=view, max_iters=max_iters, rtol=rtol)
 
 
-def _by_sweeps(first, sweep, start, *, axes, view, chunk, max_iters, rtol):
+class _Sweeps(NamedTuple):
+  """How a solve by sweeps runs (:func:`pg_step_across`): ``chunk``
+  iterations a sweep after the first, which runs ``count`` and keeps its
+  iterate after iteration ``snap`` (0: none) where ``keeps``; ``room``:
+  the iterations its records (and a rerun's) have room for."""
+  chunk: int
+  count: jax.Array | int
+  snap: jax.Array | int
+  room: int
+  keeps: bool
+
+  @classmethod
+  def of(cls, entries: int, chunk: int | None, max_iters: int,
+         hint: jax.Array | int | None) -> "_Sweeps":
+    """The sweeps of a leaf of groups of ``entries`` floats, aimed at
+    ``hint`` (see :func:`pg_step_across`)."""
+    chunk = min(chunk or PG_CHUNK, max_iters)
+    # Records of at most a group's bytes: a double per iteration for two
+    # of its floats.
+    room = max(chunk, min(max_iters, entries // 2))
+    if hint is None:
+      return cls(chunk, chunk, 0, chunk, False)
+    hint = jnp.asarray(hint, jnp.int32)
+    margin = jnp.maximum(2, hint // 16)  # as the whole leaf's kernel's
+    count = jnp.where(hint > 0, jnp.minimum(hint + margin, room), chunk)
+    snap = jnp.where((hint > 0) & (count > 2 * margin), count - 2 * margin, 0)
+    return cls(chunk, count, snap, room, True)
+
+
+def sweeps_to(stop: int, hint: int | None, *, entries: int, max_iters: int,
+              chunk: int | None = None) -> tuple[int, int]:
+  """``(sweeps, iterations)`` that :func:`pg_step_across` runs on a leaf of
+  groups of ``entries`` floats to a stop after ``stop`` iterations (0:
+  every group screened), aimed at ``hint`` (None: not aimed), reruns
+  included."""
+  plan = _Sweeps.of(entries, chunk, max_iters, hint)
+  count, snap = int(plan.count), int(plan.snap)
+  sweeps, iterations, done, before = 1, count, count, 0
+  while stop > done:
+    before, count = done, min(plan.chunk, max_iters - done)
+    sweeps, iterations, done = sweeps + 1, iterations + count, done + count
+  if 0 < stop < done:
+    if plan.keeps and before == 0 and 0 < snap <= stop:
+      sweeps, iterations = sweeps + (stop > snap), iterations + stop - snap
+    else:
+      sweeps, iterations = sweeps + 1, iterations + stop - before
+  return sweeps, iterations
+
+
+def _by_sweeps(first, sweep, start, plan, *, axes, view, max_iters, rtol):
   """The paper's rule on a shard by sweeps (:func:`pg_step_across`): given
-  the first sweep's ``(end, records, screening, steps)`` from ``start``
-  and ``sweep(z, screening, steps, count) -> (end, records)`` for the
-  later ones, ``(θ̂, iterations)``."""
+  the first sweep's ``(end, kept, records, screening, steps)`` from
+  ``start``, run as ``plan`` says, and ``sweep(z, screening, steps, count,
+  room) -> (end, records)`` for the later ones, ``(θ̂, iterations)``."""
   rows, _, cols = view
-  end, records, screening, steps = first
+  end, kept, records, screening, steps = first
 
   def test(records, count, before, done):
     call = jax.ffi.ffi_call(
@@ -515,23 +578,34 @@ def _by_sweeps(first, sweep, start, *, axes, view, chunk, max_iters, rtol):
 
   # Every group of the leaf screened (or no threshold): no iteration.
   live = jax.lax.psum(jnp.sum(screening, dtype=jnp.int32), axes) > 0
-  stop, last = test(records, chunk, jnp.float32(jnp.nan), 0)
+  stop, last = test(records, plan.count, jnp.float32(jnp.nan), 0)
 
   def next_sweep(carry):
     _, end, _, done, last, _ = carry
-    count = jnp.minimum(chunk, max_iters - done)
-    new_end, records = sweep(end, screening, steps, count)
+    count = jnp.minimum(plan.chunk, max_iters - done)
+    new_end, records = sweep(end, screening, steps, count, plan.chunk)
     stop, last = test(records, count, last, done)
     return end, new_end, done, done + count, last, stop
 
   begin, end, before, done, _, stop = jax.lax.while_loop(
       lambda carry: live & (carry[-1] == 0), next_sweep,
-      (start, end, jnp.int32(0), jnp.int32(chunk), last,
+      (start, end, jnp.int32(0), jnp.asarray(plan.count, jnp.int32), last,
        jnp.where(live, stop, 0)))
-  theta = jax.lax.cond(
-      live & (stop < done),
-      lambda: sweep(begin, screening, steps, stop - before)[0],
-      lambda: end)
+
+  def rerun(z, count):
+    return lambda: sweep(z, screening, steps, count, plan.room)[0]
+
+  # The stop inside the last sweep: the iterate the first sweep kept, or a
+  # rerun from it or from the sweep's first iterate.
+  to_stop = rerun(begin, stop - before)
+  if plan.keeps:
+    kept_before = (before == 0) & (plan.snap > 0) & (stop >= plan.snap)
+    to_stop = functools.partial(
+        jax.lax.cond, kept_before,
+        lambda: jax.lax.cond(stop == plan.snap, lambda: kept,
+                             rerun(kept, stop - plan.snap)),
+        to_stop)
+  theta = jax.lax.cond(live & (stop < done), to_stop, lambda: end)
   return theta, stop
 
 

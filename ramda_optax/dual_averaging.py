@@ -156,9 +156,10 @@ def regularized_dual_averaging(
       return (update, v, None if restart is False else anchor, None, theta,
               *stats), iters
 
-    def kernel_step(penalty, arrays, xla_step):
+    def kernel_step(penalty, arrays, xla_step, last_iters):
       """The leaf's step as the solver's kernel where it covers it (None
-      elsewhere; XLA's on platforms the kernel does not run on)."""
+      elsewhere; XLA's on platforms the kernel does not run on), given the
+      leaf's iterations at the last step."""
       g, v, anchor, w, theta, u = arrays
       # V is the dual average: V ← V + s g, v = V.
       _, _, decay, weight_u, scale, _ = preconditioner.moments.coefficients(
@@ -173,13 +174,15 @@ def regularized_dual_averaging(
         return (update, v_new, anchor if anchor_new is None else anchor_new,
                 w, theta_new, u_new), passes
 
-      return fused.run_kernel(solver, penalty, arrays, compiled, xla_step)
+      return fused.run_kernel(solver, penalty, arrays, compiled, xla_step,
+                              last_iters)
 
     new, inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),
         dual.count, params, (updates, state.dual.grad_sum, state.dual.anchor,
                              params, state.solution, *state.precond),
-        kernel_step if uses_kernel else None)
+        kernel_step if uses_kernel else None,
+        state.inner_iters)
     new_update, grad_sum, anchor, _, theta, *precond = new
     return new_update, RamdaState(
         dual=dual._replace(anchor=anchor, grad_sum=grad_sum),

@@ -17,6 +17,7 @@ Reference: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 1.
 """
 
 from collections.abc import Callable, Sequence
+import functools
 from typing import Any
 
 import jax
@@ -40,10 +41,12 @@ Solve = Callable[[Subproblem, jax.Array], tuple[jax.Array, jax.Array]]
 # (solve, arrays) -> (new arrays, None for those unchanged; iterations)
 LeafStep = Callable[[Solve, tuple[jax.Array, ...]],
                     tuple[tuple[jax.Array | None, ...], jax.Array]]
-# (penalty, arrays, the XLA step of the whole leaf) -> (new arrays,
-# iterations), or None where the kernel does not take the leaf.
+# (penalty, arrays, the XLA step of the whole leaf, the leaf's iterations
+# at the last step) -> (new arrays, iterations), or None where the kernel
+# does not take the leaf.
 Kernel = Callable[[LeafPenalty | None, tuple[jax.Array, ...],
-                   Callable[[], tuple[tuple[jax.Array, ...], jax.Array]]],
+                   Callable[[], tuple[tuple[jax.Array, ...], jax.Array]],
+                   jax.Array],
                   tuple[tuple[jax.Array, ...], jax.Array] | None]
 
 
@@ -87,18 +90,21 @@ def kernel_selected(solver: Any, statistics: Statistics) -> bool:
 def _cpu_step(solver: Any, penalty) -> GroupStep:
   if penalty is not None and _paper_rule(solver):
     # The rule's test sums Q over the whole leaf: shards that split its
-    # groups solve by sweeps, gathering the groups' Q after each.
-    def whole(arrays, coefficients, restart, *, root, delta):
+    # groups solve by sweeps, gathering the groups' Q after each, the first
+    # aimed at the last step's stop (the whole leaf's kernel remembers it).
+    def whole(arrays, coefficients, restart, *, root, delta, hint):
+      del hint
       return cpu_kernel.pg_step(
           cpu_kernel.leaf_view(penalty, arrays[0].shape), penalty, arrays,
           coefficients, restart, root=root, delta=delta,
           max_iters=solver.max_iters, rtol=solver.rtol)
 
     def across(axes):
-      return lambda arrays, coefficients, restart, *, root, delta: (
+      return lambda arrays, coefficients, restart, *, root, delta, hint: (
           cpu_kernel.pg_step_across(
               penalty, arrays, coefficients, restart, axes=axes, root=root,
-              delta=delta, max_iters=solver.max_iters, rtol=solver.rtol))
+              delta=delta, max_iters=solver.max_iters, rtol=solver.rtol,
+              hint=hint))
     return partitioning.by_shards(whole, penalty, across)
 
   def step(arrays, coefficients, restart, *, root, delta):
@@ -131,10 +137,13 @@ def run_kernel(
     arrays: tuple[jax.Array, ...],
     compiled: Callable[[GroupStep], tuple],
     xla_step: Callable[[], tuple],
+    last_iters: jax.Array,
 ) -> tuple | None:
   """``compiled(group_step)`` with the kernel's step of this leaf, on the
   platforms where the solver's kernel takes it, ``xla_step()`` on the
-  others; None where no kernel takes the leaf.
+  others; None where no kernel takes the leaf. The paper's PG rule's step
+  is given ``last_iters``, the leaf's iterations at the last step, to aim
+  its solve at.
 
   The C++ kernels (``backend`` "cpu" or "kernel", on a CPU) take float32
   leaves grouped along one axis and leaves without a penalty; the Pallas
@@ -150,7 +159,10 @@ def run_kernel(
   if backend in ("cpu", "kernel"):
     view = cpu_kernel.leaf_takes(penalty, arrays)
     if view is not None:
-      branches["cpu"] = lambda: compiled(_cpu_step(solver, penalty))
+      cpu_step = _cpu_step(solver, penalty)
+      if penalty is not None and _paper_rule(solver):
+        cpu_step = functools.partial(cpu_step, hint=last_iters)
+      branches["cpu"] = lambda: compiled(cpu_step)
   pallas = backend == "pallas" or (
       backend == "kernel" and gpu_in_use()
       and isinstance(solver, solvers.ExactSolver))
@@ -210,6 +222,7 @@ def apply(
     params: optax.Params,
     trees: Sequence[optax.Params],
     kernel: Kernel | None = None,
+    last_iters: jax.Array | None = None,
 ) -> tuple[tuple[optax.Params, ...], list[jax.Array]]:
   """``step`` run on every leaf of ``trees``: by ``kernel`` where it takes
   the leaf, else whole or block by block.
@@ -225,7 +238,10 @@ def apply(
     trees: pytrees like ``params``.
     kernel: None, or a compiled step of whole leaves
       (:mod:`ramda_optax.cpu_kernel`), given the XLA step of the leaf for
-      the platforms it does not run on.
+      the platforms it does not run on and the leaf's entry of
+      ``last_iters``.
+    last_iters: the iterations of the last step, one int32 per leaf (the
+      optimizer state's).
 
   Returns:
     ``(new trees, iterations)``, unchanged trees' leaves as given and the
@@ -248,7 +264,8 @@ def apply(
       return tuple(x if y is None else y for x, y in zip(arrays, out)), it
 
     size = block_bytes(solver, penalty)
-    taken = None if kernel is None else kernel(penalty, arrays, whole)
+    taken = None if kernel is None else kernel(
+        penalty, arrays, whole, last_iters[i])
     if taken is not None:
       out, it = taken
     elif size is None:

@@ -32,7 +32,7 @@ from jax.sharding import PartitionSpec
 from ramda_optax.regularizers import LeafPenalty
 
 # The kernel's step of one leaf: (arrays, coefficients, restart, *, root,
-# delta) -> (V, U, anchor or None, θ̂ or θ̂ − W, iterations), as
+# delta[, hint]) -> (V, U, anchor or None, θ̂ or θ̂ − W, iterations), as
 # :func:`ramda_optax.cpu_kernel.group_step` takes and returns them (a
 # solve alone gives None for the statistics); the iterations one count,
 # or one per entry of the leaf's free axis
@@ -77,21 +77,27 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None,
   ``step`` must act on a shard as on a leaf of the shard's shape, unless
   ``across`` is given: then a leaf whose groups are split over devices is
   stepped by ``across(axes)`` on each shard, and ``step`` runs only where
-  a device holds the whole leaf's groups. Leaves
+  a device holds the whole leaf's groups. A ``hint`` given to the step
+  returned (a traced int32 scalar, the paper's rule's previous stop)
+  reaches ``step`` and ``across``'s step as ``hint``. Leaves
   with no such axis (a group spanning the leaf, a scalar), and leaves of
   more than 25 axes, run whole. The iterations are not reduced here: the
   most of every leaf's is taken at once
   (:func:`ramda_optax.fused.most_per_leaf`)."""
 
-  def partitioned(arrays, coefficients, restart, *, root, delta):
+  def partitioned(arrays, coefficients, restart, *, root, delta, hint=None):
     ndim = arrays[0].ndim
     axes = free_axes(penalty, ndim)
+    hinted = {} if hint is None else {"hint": hint}
     if not count_shape(penalty, arrays[0].shape):
-      return step(arrays, coefficients, restart, root=root, delta=delta)
+      return step(arrays, coefficients, restart, root=root, delta=delta,
+                  **hinted)
     restarts = restart is not False
     dtype = arrays[0].dtype
+    # The hint rides with the scalars (exact in float32 up to 2**24).
     scalars = jnp.stack([jnp.asarray(x, dtype) for x in (
-        *coefficients, *((restart,) if restarts else ()))])
+        *coefficients, *((restart,) if restarts else ()),
+        *((hint,) if hinted else ()))])
     first = axes[0]
 
     present = []  # which of the step's results are arrays (not None)
@@ -99,9 +105,12 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None,
     def stepped(step):
       def local(*args):
         *leaves, scalars = args
+        n = len(coefficients)
         *results, iters = step(
-            tuple(leaves), tuple(scalars[i] for i in range(len(coefficients))),
-            scalars[-1] > 0 if restarts else False, root=root, delta=delta)
+            tuple(leaves), tuple(scalars[i] for i in range(n)),
+            scalars[n] > 0 if restarts else False, root=root, delta=delta,
+            **({"hint": scalars[n + restarts].astype(jnp.int32)}
+               if hinted else {}))
         present[:] = [x is not None for x in results]
         # One count per entry of the first free axis: an output that shards.
         return (*(x for x in results if x is not None),

@@ -119,9 +119,10 @@ def regularized_proximal(
       return ((theta - w.astype(theta.dtype)).astype(w.dtype), None,
               *stats), iters
 
-    def kernel_step(penalty, arrays, xla_step):
+    def kernel_step(penalty, arrays, xla_step, last_iters):
       """The leaf's step as the solver's kernel where it covers it (None
-      elsewhere; XLA's on platforms the kernel does not run on)."""
+      elsewhere; XLA's on platforms the kernel does not run on), given the
+      leaf's iterations at the last step."""
       if len(arrays) != 4:
         return None
       g, w, first, second = arrays
@@ -133,12 +134,14 @@ def regularized_proximal(
             False, root=statistics.moments.root, delta=True)
         return (update, w, first_new, second_new), passes
 
-      return fused.run_kernel(solver, penalty, arrays, compiled, xla_step)
+      return fused.run_kernel(solver, penalty, arrays, compiled, xla_step,
+                              last_iters)
 
     (new_updates, _, *stats), inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),
         optax.safe_increment(count), params, (updates, params, *state.stats),
-        kernel_step if uses_kernel else None)
+        kernel_step if uses_kernel else None,
+        state.inner_iters)
     return new_updates, ProximalState(
         count=optax.safe_increment(count),
         stats=tuple(stats),

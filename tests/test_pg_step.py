@@ -239,6 +239,71 @@ def test_step_by_sweeps_is_the_whole_step(shape, restart, chunk, tau, rtol,
     np.testing.assert_array_equal(swept[3], -arrays[1])
 
 
+def _counting_sweeps(monkeypatch) -> list[int]:
+  """Patches ``jax.ffi.ffi_call`` so that every sweep the kernel runs
+  (``PG_SWEEP_TARGET``) appends its iterations to the list returned."""
+  counts, ffi_call = [], jax.ffi.ffi_call
+
+  def patched(target, *args, **kwargs):
+    call = ffi_call(target, *args, **kwargs)
+    if target != cpu_kernel.PG_SWEEP_TARGET:
+      return call
+
+    def counted(*operands, **attributes):
+      jax.debug.callback(lambda n: counts.append(int(n)), operands[10])
+      return call(*operands, **attributes)
+    return counted
+
+  monkeypatch.setattr(jax.ffi, "ffi_call", patched)
+  return counts
+
+
+@pytest.mark.parametrize("restart", [False, True])
+@pytest.mark.parametrize("shape", [(3, 3, 10, 512), (10, 6)])
+@pytest.mark.parametrize("hint", [
+    "none", 1, 2, -3, -2, -1, 0, 1j, 2j, 3j, 30j, 500])
+def test_sweeps_aimed_at_a_hint_are_the_whole_step(restart, shape, hint,
+                                                   monkeypatch):
+  """Sweeps whose first is aimed at a hint of the stop (a number, or j
+  the stop moved by j) give the whole step's floats and iterations bit for
+  bit, wherever the hint falls; a hint within the window about the stop
+  takes one sweep and at most one rerun, where sweeps of 5 take one per 5
+  iterations; ``sweeps_to`` counts the sweeps and iterations run. On groups
+  of 4,608 floats, whose records have room for every iteration, and of 6,
+  which have room for a sweep's."""
+  axes = (0, 1, 3) if len(shape) == 4 else (1,)
+  arrays, penalty = _leaf(seed=7, shape=shape, axes=axes)
+  view = cpu_kernel.leaf_view(penalty, arrays[0].shape)
+  whole = jax.jit(lambda x, r: cpu_kernel.pg_step(
+      view, penalty, x, COEFFICIENTS, r if restart else False, root=3,
+      delta=True, max_iters=60, rtol=1e-5, remember=False))(
+          arrays, jnp.asarray(restart))
+  stop = int(whole[4])
+  assert 5 < stop < 55, stop
+  if isinstance(hint, int) and hint <= 0:
+    hint = stop + hint
+  elif isinstance(hint, complex):
+    hint = stop + int(hint.imag)
+  counts = _counting_sweeps(monkeypatch)
+  swept = _across(penalty, arrays, COEFFICIENTS, restart, root=3, delta=True,
+                  max_iters=60, rtol=1e-5, chunk=5,
+                  **({} if hint == "none" else {"hint": hint}))
+  for a, b in zip(whole, swept):
+    if a is None:
+      assert b is None
+    else:
+      np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+  assert cpu_kernel.sweeps_to(
+      stop, None if hint == "none" else hint, entries=math.prod(shape) // (
+          shape[2] if len(shape) == 4 else shape[0]),
+      max_iters=60, chunk=5) == (len(counts), sum(counts)), counts
+  if hint == "none":
+    assert len(counts) == -(-stop // 5) + (stop % 5 != 0), counts
+  elif abs(stop - hint) <= (margin := max(2, hint // 16)) and len(shape) == 4:
+    # To h + m, then from the iterate after h − m to the stop.
+    assert len(counts) <= 2 and sum(counts) < hint + 3 * margin, counts
+
+
 @pytest.mark.parametrize("gpu", [True, False])
 def test_paper_rule_lowered_for_a_gpu_takes_the_xla_path(gpu, monkeypatch):
   """The kernel runs on a CPU only: lowered for a GPU (as where one is the

@@ -758,13 +758,14 @@ ffi::Error PgStep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
 
 // One sweep of a solve on a shard of a leaf whose groups other devices
 // share the test of: `count` iterations of every block from the iterate
-// `from` into `to`, each group's Q after each iteration in `records`
-// (groups × count). The first sweep (`first`) screens the groups and sets
-// their steps; a later one takes them from `leaf`.
+// `from` into `to`, keeping the iterate after iteration `snap` (0: none)
+// in `kept`, each group's Q after each iteration in `records` (groups ×
+// count). The first sweep (`first`) screens the groups and sets their
+// steps; a later one takes them from `leaf`.
 template <typename Source>
 void Sweep(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
            bool first, const float* from, float* to, int64_t count,
-           double* records) {
+           int64_t snap, float* kept, double* records) {
   const int64_t blocks = (leaf.groups + leaf.block - 1) / leaf.block;
   const int64_t per = leaf.rows * leaf.cols;
   ParallelFor(pool, blocks, [&]() {
@@ -776,11 +777,11 @@ void Sweep(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
       const int64_t n1 = std::min(leaf.groups, n0 + leaf.block);
       double* q = records + g0 * count;
       if (first) {
-        RunBlock<true>(leaf, source, true, g0, g1, n0, n1, from, to, count, 0,
-                       nullptr, q, true, *s);
+        RunBlock<true>(leaf, source, true, g0, g1, n0, n1, from, to, count,
+                       snap, kept, q, true, *s);
       } else {
         RunBlock<false>(leaf, source, false, g0, g1, n0, n1, from, to, count,
-                        0, nullptr, q, true, *s);
+                        snap, kept, q, true, *s);
       }
     };
   });
@@ -788,22 +789,28 @@ void Sweep(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
 
 // What the sweeps' handlers (RamdaPgSweep, RamdaPgLeafSweep) share: the
 // checks, the groups' screening flags and steps (given to a later sweep,
-// set by the first), and the records, given back as groups × chunk
-// doubles (pairs of 32-bit words). run(leaf, records) runs the sweep.
+// set by the first), the iterate kept after iteration `snap` (0: none; an
+// empty `kept` keeps none), and the records, given back as groups × chunk
+// doubles (pairs of 32-bit words), `chunk` their room for iterations.
+// run(leaf, count, snap, kept, records) runs the sweep.
 template <typename Run>
 ffi::Error SweepCall(int64_t rows, int64_t groups, int64_t cols, int64_t block,
                      int64_t max_iters, int64_t chunk, size_t entries,
-                     const ffi::Buffer<ffi::S32>& count_in, bool first,
+                     const ffi::Buffer<ffi::S32>& count_in,
+                     const ffi::Buffer<ffi::S32>& snap_in, bool first,
                      float kappa, const float* from,
                      const ffi::Buffer<ffi::U8>& active_in,
                      const ffi::Buffer<ffi::F32>& step_in,
+                     ffi::ResultBuffer<ffi::F32>& kept,
                      ffi::ResultBuffer<ffi::U32>& records,
                      ffi::ResultBuffer<ffi::U8>& active_out,
                      ffi::ResultBuffer<ffi::F32>& step_out, Run run) {
   const int64_t count = *count_in.typed_data();
+  const int64_t snap = *snap_in.typed_data();
   const size_t n = static_cast<size_t>(groups);
   if (!ValidView(rows, groups, cols, block, max_iters, chunk, entries) ||
-      count < 1 || count > chunk ||
+      count < 1 || count > chunk || snap < 0 || snap >= count ||
+      (snap > 0 && kept->element_count() != entries) ||
       records->element_count() != 2 * n * chunk ||
       (first ? active_out->element_count() != n ||
                    step_out->element_count() != n
@@ -820,7 +827,7 @@ ffi::Error SweepCall(int64_t rows, int64_t groups, int64_t cols, int64_t block,
   const Leaf leaf{rows, groups, cols, std::min(block, groups), kappa, from,
                   active.data(), step.data()};
   std::vector<double> q(groups * count, 0.0);
-  run(leaf, q.data());
+  run(leaf, count, snap, snap > 0 ? kept->typed_data() : nullptr, q.data());
   double* out = reinterpret_cast<double*>(records->typed_data());
   std::fill(out, out + groups * chunk, 0.0);
   for (int64_t g = 0; g < groups; ++g) {
@@ -845,10 +852,12 @@ ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
                    ffi::Buffer<ffi::U8> active_in,
                    ffi::Buffer<ffi::F32> step_in,
                    ffi::Buffer<ffi::S32> count,
+                   ffi::Buffer<ffi::S32> snap,
                    ffi::ResultBuffer<ffi::F32> v_out,
                    ffi::ResultBuffer<ffi::F32> u_out,
                    ffi::ResultBuffer<ffi::F32> anchor_out,
                    ffi::ResultBuffer<ffi::F32> to,
+                   ffi::ResultBuffer<ffi::F32> kept,
                    ffi::ResultBuffer<ffi::U32> records,
                    ffi::ResultBuffer<ffi::U8> active_out,
                    ffi::ResultBuffer<ffi::F32> step_out, int64_t rows,
@@ -863,9 +872,9 @@ ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
   const bool restarted = first && *restart.typed_data();
   return SweepCall(
       rows, groups, cols, block, max_iters, chunk, grad.element_count(),
-      count, first, k.threshold * group_weight, from.typed_data(), active_in,
-      step_in, records, active_out, step_out,
-      [&](const Leaf& leaf, double* q) {
+      count, snap, first, k.threshold * group_weight, from.typed_data(),
+      active_in, step_in, kept, records, active_out, step_out,
+      [&](const Leaf& leaf, int64_t n, int64_t at, float* keep, double* q) {
         float* anchor_new = first ? NewAnchor(anchor_out, anchor, restarted)
                                   : nullptr;
         WithMoments(
@@ -884,7 +893,7 @@ ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
                 std::fill(leaf.active, leaf.active + leaf.groups, 0);
               } else {
                 Sweep(pool, leaf, source, first, from.typed_data(),
-                      to->typed_data(), *count.typed_data(), q);
+                      to->typed_data(), n, at, keep, q);
               }
             });
       });
@@ -897,7 +906,9 @@ ffi::Error PgLeafSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
                        ffi::Buffer<ffi::U8> active_in,
                        ffi::Buffer<ffi::F32> step_in,
                        ffi::Buffer<ffi::S32> count,
+                       ffi::Buffer<ffi::S32> snap,
                        ffi::ResultBuffer<ffi::F32> to,
+                       ffi::ResultBuffer<ffi::F32> kept,
                        ffi::ResultBuffer<ffi::U32> records,
                        ffi::ResultBuffer<ffi::U8> active_out,
                        ffi::ResultBuffer<ffi::F32> step_out, int64_t rows,
@@ -910,11 +921,11 @@ ffi::Error PgLeafSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
   const Given given{a.typed_data(), v.typed_data(), p.typed_data()};
   return SweepCall(
       rows, groups, cols, block, max_iters, chunk, a.element_count(), count,
-      first, *tau.typed_data() * group_weight, from.typed_data(), active_in,
-      step_in, records, active_out, step_out,
-      [&](const Leaf& leaf, double* q) {
+      snap, first, *tau.typed_data() * group_weight, from.typed_data(),
+      active_in, step_in, kept, records, active_out, step_out,
+      [&](const Leaf& leaf, int64_t n, int64_t at, float* keep, double* q) {
         Sweep(pool, leaf, given, first, from.typed_data(), to->typed_data(),
-              *count.typed_data(), q);
+              n, at, keep, q);
       });
 }
 
@@ -988,10 +999,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgSweep, PgSweep,
                                       .Arg<ffi::Buffer<ffi::U8>>()   // screening
                                       .Arg<ffi::Buffer<ffi::F32>>()  // steps
                                       .Arg<ffi::Buffer<ffi::S32>>()  // count
+                                      .Arg<ffi::Buffer<ffi::S32>>()  // snap
                                       .Ret<ffi::Buffer<ffi::F32>>()  // V
                                       .Ret<ffi::Buffer<ffi::F32>>()  // U
                                       .Ret<ffi::Buffer<ffi::F32>>()  // W⁰
                                       .Ret<ffi::Buffer<ffi::F32>>()  // to
+                                      .Ret<ffi::Buffer<ffi::F32>>()  // kept
                                       .Ret<ffi::Buffer<ffi::U32>>()  // records
                                       .Ret<ffi::Buffer<ffi::U8>>()   // screening
                                       .Ret<ffi::Buffer<ffi::F32>>())  // steps
@@ -1012,7 +1025,9 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(RamdaPgLeafSweep, PgLeafSweep,
                                       .Arg<ffi::Buffer<ffi::U8>>()   // screening
                                       .Arg<ffi::Buffer<ffi::F32>>()  // steps
                                       .Arg<ffi::Buffer<ffi::S32>>()  // count
+                                      .Arg<ffi::Buffer<ffi::S32>>()  // snap
                                       .Ret<ffi::Buffer<ffi::F32>>()  // to
+                                      .Ret<ffi::Buffer<ffi::F32>>()  // kept
                                       .Ret<ffi::Buffer<ffi::U32>>()  // records
                                       .Ret<ffi::Buffer<ffi::U8>>()   // screening
                                       .Ret<ffi::Buffer<ffi::F32>>())  // steps
