@@ -181,15 +181,18 @@ def test_screened_groups_are_zero_and_all_screened_runs_no_iteration():
     (0.05, -1.0, 23),  # runs to max_iters
     (1e3, 1e-6, 60),   # every group screened: no iteration, θ̂ = 0
 ])
+@pytest.mark.parametrize("hint", [None, -1, 0, 2])
 def test_solve_by_sweeps_is_the_whole_solve(name, chunk, tau, rtol,
-                                           max_iters):
+                                           max_iters, hint):
   # The solve of a shard whose groups other devices share the test of
   # (pg_leaf_across: sweeps under an XLA loop, here on one device's mesh,
   # its axis splitting the groups into one shard) is the whole leaf's,
-  # bit for bit, and its iterations.
+  # bit for bit, and its iterations; its first sweep not aimed, or aimed
+  # at the stop moved by -1, 0 or 2 iterations.
   sub, z0 = _subproblem(name, tau, seed=3)
   theta, iters = _kernel(name, sub, z0, max_iters=max_iters, rtol=rtol,
                          remember=False)
+  aim = {} if hint is None else {"hint": max(1, int(iters) + hint)}
   shape, axes = LEAVES[name]
   axis = next(d for d in range(len(shape)) if d not in axes)
   mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("groups",))
@@ -198,7 +201,7 @@ def test_solve_by_sweeps_is_the_whole_solve(name, chunk, tau, rtol,
   swept = jax.jit(jax.shard_map(
       lambda s, z: cpu_kernel.pg_leaf_across(
           _penalty(name), s, z, axes=("groups",), max_iters=max_iters,
-          rtol=rtol, chunk=chunk),
+          rtol=rtol, chunk=chunk, **aim),
       mesh=mesh, in_specs=(Subproblem(spec, spec, spec,
                                       jax.sharding.PartitionSpec()), spec),
       out_specs=(spec, jax.sharding.PartitionSpec()), check_vma=False))

@@ -874,7 +874,8 @@ ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
       rows, groups, cols, block, max_iters, chunk, grad.element_count(),
       count, snap, first, k.threshold * group_weight, from.typed_data(),
       active_in, step_in, kept, records, active_out, step_out,
-      [&](const Leaf& leaf, int64_t n, int64_t at, float* keep, double* q) {
+      [&](const Leaf& leaf, int64_t iterations, int64_t after,
+          float* keep, double* q) {
         float* anchor_new = first ? NewAnchor(anchor_out, anchor, restarted)
                                   : nullptr;
         WithMoments(
@@ -893,7 +894,7 @@ ffi::Error PgSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> grad,
                 std::fill(leaf.active, leaf.active + leaf.groups, 0);
               } else {
                 Sweep(pool, leaf, source, first, from.typed_data(),
-                      to->typed_data(), n, at, keep, q);
+                      to->typed_data(), iterations, after, keep, q);
               }
             });
       });
@@ -923,9 +924,10 @@ ffi::Error PgLeafSweep(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> a,
       rows, groups, cols, block, max_iters, chunk, a.element_count(), count,
       snap, first, *tau.typed_data() * group_weight, from.typed_data(),
       active_in, step_in, kept, records, active_out, step_out,
-      [&](const Leaf& leaf, int64_t n, int64_t at, float* keep, double* q) {
+      [&](const Leaf& leaf, int64_t iterations, int64_t after,
+          float* keep, double* q) {
         Sweep(pool, leaf, given, first, from.typed_data(), to->typed_data(),
-              n, at, keep, q);
+              iterations, after, keep, q);
       });
 }
 
