@@ -1,24 +1,33 @@
 """The paper's PG rule on leaves whose groups are split over devices: its
-solve by sweeps aimed at the last step's stop, against sweeps not aimed.
+solve by sweeps aimed at the optimizer's stop hints, against sweeps not
+aimed.
 
-Trains the MNIST CNN of ``benchmarks.sharded_training --fsdp --by-groups
---paper-rule`` (a data axis and a model axis of 2, kernels split along the
-axis of their groups) twice in one process, the steps taken in turn: one
-run as the optimizer runs (each sharded leaf's first sweep aimed at the
-stop of its last step, the state's ``inner_iters``), one with the state's
-iterations zeroed before each update, which aims no sweep (its records
-still have the aimed sweep's room, and a kept iterate its buffer). Prints the
-median step time of each, whether the two runs' params and state are the
-same floats, and, for each leaf stepped by sweeps, its mean stop and the
-sweeps and iterations a solve ran either way
-(:func:`ramda_optax.cpu_kernel.sweeps_to`, from the run's stops). On a CPU,
-simulate devices with
+With ``--model cnn`` (the default), trains the MNIST CNN of
+``benchmarks.sharded_training --fsdp --by-groups --paper-rule`` (a data
+axis and a model axis of 2, kernels split along the axis of their groups)
+twice in one process, the steps taken in turn: one run as the optimizer
+runs (each sharded leaf's first sweep aimed at
+:func:`ramda_optax.fused.stop_hint`: its stop at the last step, the
+state's ``inner_iters``, scaled by the move of the leaf before it), one
+with the state's iterations zeroed before each update, which aims no
+sweep (its records still have the aimed sweep's room, and a kept iterate
+its buffer). Prints the median step time of each and whether the two
+runs' params and state are the same floats. On a CPU, simulate devices
+with
 
     XLA_FLAGS=--xla_force_host_platform_device_count=8 \\
         python -m benchmarks.sharded_sweeps --steps 60
 
 Simulated devices share the machine's cores, so their step times count
-the work of all devices, not the time of one.
+the work of all devices, not the time of one. With ``--model vgg19`` it
+takes one device's first ``--steps`` steps of ``benchmarks.step_time``'s
+VGG19 problem from a fresh start (its early regime), where the stops
+fall at every step. Either way, for each leaf it prints its mean
+stop and the sweeps and iterations a solve by sweeps runs to those stops
+(:func:`ramda_optax.cpu_kernel.sweeps_to`) aimed by the optimizer's hints,
+aimed at the leaf's last stop alone (0 at a first step), and not aimed: for the CNN the
+leaves split over the devices, for VGG19 every regularized leaf as if it
+were.
 """
 
 import argparse
@@ -32,17 +41,17 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import ramda_optax as ro
+from benchmarks import step_time
 from benchmarks.losses import cross_entropy
 from benchmarks.models import CNN
+from benchmarks.models import vgg19_shapes
 from ramda_optax import cpu_kernel
 
 
-def main() -> None:
-  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-  parser.add_argument("--steps", type=int, default=60)
-  parser.add_argument("--batch-size", type=int, default=128)
-  args = parser.parse_args()
-
+def cnn_stops(steps: int, batch_size: int, solver) -> tuple:
+  """The CNN's runs aimed and not (see the module docstring): the stops of
+  each step, the groups, the params and which leaves the model axis splits
+  along their groups."""
   devices = np.array(jax.devices())
   if devices.size % 2:
     raise SystemExit("needs an even number of devices (see the docstring)")
@@ -51,7 +60,6 @@ def main() -> None:
   model = CNN()
   params = model.init(jax.random.key(0), train.images[:1])["params"]
   groups = ro.groups.structured(params)
-  solver = ro.pg_solver()
   optimizer = ro.ramda(1e-2, momentum=0.9,
                        regularizer=ro.group_lasso(1e-4, groups), solver=solver)
   specs = ro.sharding.group_axis_specs(params, groups, "model", 2)
@@ -78,10 +86,9 @@ def main() -> None:
           for aimed in (True, False)}
   times = {aimed: [] for aimed in runs}
   stops = []
-  rng = np.random.default_rng(0)
-  order = rng.permutation(len(train.labels))
-  for i in range(args.steps):
-    batch = order[i * args.batch_size:(i + 1) * args.batch_size]
+  order = np.random.default_rng(0).permutation(len(train.labels))
+  for i in range(steps):
+    batch = order[i * batch_size:(i + 1) * batch_size]
     for aimed in (True, False) if i % 2 else (False, True):
       step, p, s = runs[aimed]
       start = time.perf_counter()
@@ -91,34 +98,92 @@ def main() -> None:
       times[aimed].append(time.perf_counter() - start)
       runs[aimed][1:] = p, s
     stops.append(np.asarray(runs[True][2].inner_iters))
-
   same = all(np.array_equal(a, b) for a, b in zip(
       jax.tree.leaves(runs[True][1:]), jax.tree.leaves(runs[False][1:])))
   # The first two steps of each compile.
   aimed, not_aimed = (np.median(times[a][2:]) for a in (True, False))
-  print(f"{devices.size} devices, mesh {dict(mesh.shape)}, {args.steps} steps: "
+  print(f"{devices.size} devices, mesh {dict(mesh.shape)}, {steps} steps: "
         f"median step {aimed * 1e3:.1f} ms aimed, {not_aimed * 1e3:.1f} ms "
         f"not ({aimed / not_aimed:.3f}x); params and state the same floats: "
         f"{same}")
-  paths = jax.tree_util.tree_leaves_with_path(params)
+  split = ["model" in tuple(s) for s in jax.tree.leaves(
+      specs, is_leaf=lambda x: isinstance(x, P))]
+  return stops, groups, params, split
+
+
+def vgg19_stops(steps: int, solver) -> tuple:
+  """One device's stops on VGG19's problem in the early regime, the first
+  ``steps`` steps from a fresh start (step_time's starts are all alike),
+  the groups, the params and every leaf as split."""
+  shapes, groups = vgg19_shapes()
+  init, grad_fn = step_time.problem(shapes, groups)
+  optimizer = ro.ramda(1e-2, regularizer=ro.group_lasso(1e-4, groups),
+                       solver=solver)
+
+  @jax.jit
+  def step(params, state, grads):
+    updates, state = optimizer.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  params, state, stops = init, optimizer.init(init), []
+  for n in range(steps):
+    params, state = step(params, state, grad_fn(params, n))
+    stops.append(np.asarray(state.inner_iters))
+  print(f"VGG19, one device, the first {steps} steps")
+  return stops, groups, init, [True] * len(jax.tree.leaves(init))
+
+
+def main() -> None:
+  parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+  parser.add_argument("--model", choices=("cnn", "vgg19"), default="cnn")
+  parser.add_argument("--steps", type=int, default=60)
+  parser.add_argument("--batch-size", type=int, default=128)
+  args = parser.parse_args()
+  solver = ro.pg_solver()
+  if args.model == "cnn":
+    stops, groups, params, split = cnn_stops(args.steps, args.batch_size,
+                                             solver)
+  else:
+    stops, groups, params, split = vgg19_stops(args.steps, solver)
   axes = jax.tree.leaves(groups, is_leaf=lambda x: x is None or
                          isinstance(x, tuple))
-  for i, ((path, leaf), spec, reduced) in enumerate(
-      zip(paths, jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P)),
-          axes)):
-    if reduced is None or "model" not in tuple(spec):
+  # Each step's hints: the optimizer's (fused.stop_hint, from the last
+  # step's stops and this step's so far), and the last stop alone.
+  hints = {"aimed": [], "at the last stop": []}
+  last = np.zeros_like(stops[0])
+  for now in stops:
+    latest, aims = None, {}
+    for i, reduced in enumerate(axes):
+      if reduced is not None:
+        aims[i] = int(ro.fused.stop_hint(last[i], latest))
+        latest = (now[i], last[i])
+    hints["aimed"].append(aims)
+    hints["at the last stop"].append(dict(enumerate(last.tolist())))
+    last = now
+  hints["not aimed"] = [{} for _ in stops]
+  paths = jax.tree_util.tree_leaves_with_path(params)
+  # Per hint, the leaves' sizes and mean sweeps and iterations a solve.
+  totals = {name: [] for name in hints}
+  for i, ((path, leaf), reduced, shards) in enumerate(zip(paths, axes, split)):
+    if reduced is None or not shards:
       continue  # not stepped by sweeps
     entries = math.prod(leaf.shape[d] for d in reduced)
-    seq = [int(s[i]) for s in stops]
-    taken = {a: [cpu_kernel.sweeps_to(
-        stop, (seq[j - 1] if j else 0) if a else None, entries=entries,
-        max_iters=solver.max_iters) for j, stop in enumerate(seq)]
-             for a in (True, False)}
-    mean = lambda a, k: np.mean([t[k] for t in taken[a]])
+    seq = [int(now[i]) for now in stops]
+    for name, aims in hints.items():
+      taken = np.array([cpu_kernel.sweeps_to(
+          stop, aim.get(i), entries=entries, max_iters=solver.max_iters)
+                        for stop, aim in zip(seq, aims)])
+      totals[name].append((leaf.size, *taken.mean(axis=0)))
     print(f"{jax.tree_util.keystr(path)} ({leaf.size // entries} groups of "
-          f"{entries}): stop {np.mean(seq):.1f} on average; a solve "
-          f"ran {mean(True, 0):.2f} sweeps and {mean(True, 1):.1f} iterations "
-          f"aimed, {mean(False, 0):.2f} and {mean(False, 1):.1f} not")
+          f"{entries}): stop {np.mean(seq):.1f} on average; sweeps / "
+          f"iterations a solve: " + ", ".join(
+              f"{name} {rows[-1][1]:.2f} / {rows[-1][2]:.1f}"
+              for name, rows in totals.items()))
+  weighted = {name: np.average(np.array(rows)[:, 1:], axis=0,
+                               weights=np.array(rows)[:, 0])
+              for name, rows in totals.items()}
+  print("weighted by the leaves' sizes: " + ", ".join(
+      f"{name} {s:.2f} / {n:.1f}" for name, (s, n) in weighted.items()))
 
 
 if __name__ == "__main__":

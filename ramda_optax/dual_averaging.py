@@ -156,10 +156,10 @@ def regularized_dual_averaging(
       return (update, v, None if restart is False else anchor, None, theta,
               *stats), iters
 
-    def kernel_step(penalty, arrays, xla_step, last_iters):
+    def kernel_step(penalty, arrays, xla_step, hint):
       """The leaf's step as the solver's kernel where it covers it (None
       elsewhere; XLA's on platforms the kernel does not run on), given the
-      leaf's iterations at the last step."""
+      stop to aim the paper's rule at."""
       g, v, anchor, w, theta, u = arrays
       # V is the dual average: V ← V + s g, v = V.
       _, _, decay, weight_u, scale, _ = preconditioner.moments.coefficients(
@@ -175,7 +175,7 @@ def regularized_dual_averaging(
                 w, theta_new, u_new), passes
 
       return fused.run_kernel(solver, penalty, arrays, compiled, xla_step,
-                              last_iters)
+                              hint)
 
     new, inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),

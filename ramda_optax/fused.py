@@ -41,9 +41,9 @@ Solve = Callable[[Subproblem, jax.Array], tuple[jax.Array, jax.Array]]
 # (solve, arrays) -> (new arrays, None for those unchanged; iterations)
 LeafStep = Callable[[Solve, tuple[jax.Array, ...]],
                     tuple[tuple[jax.Array | None, ...], jax.Array]]
-# (penalty, arrays, the XLA step of the whole leaf, the leaf's iterations
-# at the last step) -> (new arrays, iterations), or None where the kernel
-# does not take the leaf.
+# (penalty, arrays, the XLA step of the whole leaf, the stop to aim the
+# paper's rule at (stop_hint)) -> (new arrays, iterations), or None where
+# the kernel does not take the leaf.
 Kernel = Callable[[LeafPenalty | None, tuple[jax.Array, ...],
                    Callable[[], tuple[tuple[jax.Array, ...], jax.Array]],
                    jax.Array],
@@ -91,7 +91,7 @@ def _cpu_step(solver: Any, penalty) -> GroupStep:
   if penalty is not None and _paper_rule(solver):
     # The rule's test sums Q over the whole leaf: shards that split its
     # groups solve by sweeps, gathering the groups' Q after each, the first
-    # aimed at the last step's stop (the whole leaf's kernel remembers it).
+    # aimed at stop_hint's stop (the whole leaf's kernel keeps its own).
     def whole(arrays, coefficients, restart, *, root, delta, hint):
       del hint
       return cpu_kernel.pg_step(
@@ -137,13 +137,12 @@ def run_kernel(
     arrays: tuple[jax.Array, ...],
     compiled: Callable[[GroupStep], tuple],
     xla_step: Callable[[], tuple],
-    last_iters: jax.Array,
+    hint: jax.Array,
 ) -> tuple | None:
   """``compiled(group_step)`` with the kernel's step of this leaf, on the
   platforms where the solver's kernel takes it, ``xla_step()`` on the
   others; None where no kernel takes the leaf. The paper's PG rule's step
-  is given ``last_iters``, the leaf's iterations at the last step, to aim
-  its solve at.
+  is given ``hint``, the stop to aim its solve at (:func:`stop_hint`).
 
   The C++ kernels (``backend`` "cpu" or "kernel", on a CPU) take float32
   leaves grouped along one axis and leaves without a penalty; the Pallas
@@ -161,7 +160,7 @@ def run_kernel(
     if view is not None:
       cpu_step = _cpu_step(solver, penalty)
       if penalty is not None and _paper_rule(solver):
-        cpu_step = functools.partial(cpu_step, hint=last_iters)
+        cpu_step = functools.partial(cpu_step, hint=hint)
       branches["cpu"] = lambda: compiled(cpu_step)
   pallas = backend == "pallas" or (
       backend == "kernel" and gpu_in_use()
@@ -202,6 +201,30 @@ def block_bytes(solver: Any, penalty: LeafPenalty | None) -> int | None:
   return getattr(solver, "block_bytes", None)
 
 
+# Moves of a stop within (STEADY, 1/STEADY) leave the other leaves' hints
+# as they were (the whole leaf's kernel's band, csrc/ramda_pg_leaf.cc).
+STEADY = 0.8
+
+
+def stop_hint(last: jax.Array,
+              latest: tuple[jax.Array, jax.Array] | None) -> jax.Array:
+  """The stop to aim a leaf's solve by the paper's rule at: its stop at the
+  last step ``last``, scaled by how far the stop of the leaf solved just
+  before it in this step moved from that leaf's at the last step,
+  ``latest = (now, before)``, where it moved by more than a factor
+  ``STEADY``: early in training the stops fall at every step, at much the
+  same rate for every leaf. Where ``last`` is 0 (a first step), ``now``.
+  As the whole leaf's kernel aims its first chunk; int32."""
+  last = jnp.asarray(last, jnp.int32)
+  if latest is None:
+    return last
+  now, before = (jnp.asarray(x, jnp.int32) for x in latest)
+  move = now / jnp.maximum(before, 1)
+  steady = (before == 0) | ((move > STEADY) & (move < 1 / STEADY))
+  scaled = jnp.maximum(1, jnp.floor(last * move + 0.5)).astype(jnp.int32)
+  return jnp.where(last == 0, now, jnp.where(steady, last, scaled))
+
+
 def most_per_leaf(iters: Sequence[jax.Array]) -> jax.Array:
   """One int32 per leaf: the most of its iteration counts (one, or one per
   group or shard of a kernel's step), all leaves' in one reduction, so
@@ -238,10 +261,11 @@ def apply(
     trees: pytrees like ``params``.
     kernel: None, or a compiled step of whole leaves
       (:mod:`ramda_optax.cpu_kernel`), given the XLA step of the leaf for
-      the platforms it does not run on and the leaf's entry of
-      ``last_iters``.
+      the platforms it does not run on and the stop to aim the paper's
+      rule at (:func:`stop_hint` of ``last_iters`` and this step's
+      iterations so far; only a kernel on a CPU reads it).
     last_iters: the iterations of the last step, one int32 per leaf (the
-      optimizer state's).
+      optimizer state's); needed with ``kernel``.
 
   Returns:
     ``(new trees, iterations)``, unchanged trees' leaves as given and the
@@ -251,6 +275,7 @@ def apply(
   solvers.check_leaf_count(penalties, len(leaves))
   columns = [treedef.flatten_up_to(tree) for tree in trees]
   new, iters = [], []
+  latest = None  # (now, before) of the last regularized leaf stepped
   for i, penalty in enumerate(penalties):
     arrays = tuple(column[i] for column in columns)
 
@@ -265,7 +290,7 @@ def apply(
 
     size = block_bytes(solver, penalty)
     taken = None if kernel is None else kernel(
-        penalty, arrays, whole, last_iters[i])
+        penalty, arrays, whole, stop_hint(last_iters[i], latest))
     if taken is not None:
       out, it = taken
     elif size is None:
@@ -274,6 +299,8 @@ def apply(
       out, it = blocks.map_blocks(run, penalty, arrays, size)
     new.append(out)
     iters.append(it)
+    if kernel is not None and penalty is not None:
+      latest = (jnp.max(it), last_iters[i])
   trees = tuple(treedef.unflatten([out[j] for out in new])
                 for j in range(len(columns)))
   return trees, most_per_leaf(iters)

@@ -119,10 +119,10 @@ def regularized_proximal(
       return ((theta - w.astype(theta.dtype)).astype(w.dtype), None,
               *stats), iters
 
-    def kernel_step(penalty, arrays, xla_step, last_iters):
+    def kernel_step(penalty, arrays, xla_step, hint):
       """The leaf's step as the solver's kernel where it covers it (None
       elsewhere; XLA's on platforms the kernel does not run on), given the
-      leaf's iterations at the last step."""
+      stop to aim the paper's rule at."""
       if len(arrays) != 4:
         return None
       g, w, first, second = arrays
@@ -135,7 +135,7 @@ def regularized_proximal(
         return (update, w, first_new, second_new), passes
 
       return fused.run_kernel(solver, penalty, arrays, compiled, xla_step,
-                              last_iters)
+                              hint)
 
     (new_updates, _, *stats), inner_iters = fused.apply(
         leaf_step, solver, solvers.leaf_penalties(regularizer, solver, params),

@@ -159,3 +159,22 @@ def test_most_per_leaf_takes_each_leafs_most_count():
   assert got.dtype == jnp.int32
   np.testing.assert_array_equal(got, [3, 9, 4, 0])
   assert ro.fused.most_per_leaf([]).shape == (0,)
+
+
+@pytest.mark.parametrize("last,latest,expected", [
+    (30, None, 30),        # the first leaf of a step: its last stop
+    (30, (45, 44), 30),    # the latest leaf's stop steady: its own
+    (84, (45, 85), 44),    # fallen by 0.53: 84 × 45/85 = 44.47
+    (40, (41, 20), 82),    # risen by 2.05
+    (30, (40, 50), 24),    # by 0.8 exactly: outside the band, scaled
+    (0, (45, 85), 45),     # no stop of its own yet: the latest's
+    (30, (45, 0), 30),     # the latest had none before: its own
+    (1, (1, 100), 1),      # never below one iteration
+])
+def test_stop_hint_scales_the_last_stop_by_the_latest_move(last, latest,
+                                                            expected):
+  """A leaf's hint is its last stop, scaled by the move of the stop of the
+  leaf solved before it where that move leaves (0.8, 1.25), as the whole
+  leaf's kernel scales its remembered stops."""
+  hint = jax.jit(ro.fused.stop_hint)(last, latest)
+  assert hint.dtype == jnp.int32 and int(hint) == expected
