@@ -275,7 +275,7 @@ def apply(
   solvers.check_leaf_count(penalties, len(leaves))
   columns = [treedef.flatten_up_to(tree) for tree in trees]
   new, iters = [], []
-  latest = None  # (now, before) of the last regularized leaf stepped
+  latest = None  # (now, before) of the last regularized leaf a kernel took
   for i, penalty in enumerate(penalties):
     arrays = tuple(column[i] for column in columns)
 
@@ -299,7 +299,7 @@ def apply(
       out, it = blocks.map_blocks(run, penalty, arrays, size)
     new.append(out)
     iters.append(it)
-    if kernel is not None and penalty is not None:
+    if taken is not None and penalty is not None:
       latest = (jnp.max(it), last_iters[i])
   trees = tuple(treedef.unflatten([out[j] for out in new])
                 for j in range(len(columns)))

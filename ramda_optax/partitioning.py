@@ -78,7 +78,7 @@ def by_shards(step: GroupStep, penalty: LeafPenalty | None,
   ``across`` is given: then a leaf whose groups are split over devices is
   stepped by ``across(axes)`` on each shard, and ``step`` runs only where
   a device holds the whole leaf's groups. A ``hint`` given to the step
-  returned (a traced int32 scalar, the paper's rule's previous stop)
+  returned (a traced int32 scalar, the stop to aim the paper's rule at)
   reaches ``step`` and ``across``'s step as ``hint``. Leaves
   with no such axis (a group spanning the leaf, a scalar), and leaves of
   more than 25 axes, run whole. The iterations are not reduced here: the
