@@ -158,7 +158,9 @@ def check_kernel_shards():
           block_bytes=256, backend="pallas")), True),
       "cpu kernel, the paper's rule": (ro.ramda(
           1e-1, regularizer=reg, restart_steps=(2,),
-          solver=ro.pg_solver(rtol=1e-4)), True)}.items():
+          solver=ro.pg_solver(rtol=1e-4)), True),
+      "cpu kernel, proxgen, the paper's rule": (ro.proxgen(
+          1e-1, regularizer=reg, solver=ro.pg_solver(rtol=1e-4)), True)}.items():
     reference, ref_state, _ = kernel_steps(opt, params, grads)
     assert int(np.max(ref_state.inner_iters)) > 0, name
     for layout, shardings, cut_groups in (("whole groups", whole, False),

@@ -26,9 +26,9 @@ def test_sharded_training_matches_single_device():
       [sys.executable, "-m", "tests.multidevice"], cwd=root, env=env,
       capture_output=True, text=True, timeout=600)
   assert result.returncode == 0, result.stdout + result.stderr
-  # Four kernel steps and six optimizers, two layouts each, and the paper's
+  # Five kernel steps and six optimizers, two layouts each, and the paper's
   # rule by sweeps in seven runs of its whole step and one of its solve.
-  assert result.stdout.count(": ok") == 28 and "all ok" in result.stdout
+  assert result.stdout.count(": ok") == 30 and "all ok" in result.stdout
 
 
 def test_group_axis_specs_split_the_axis_that_indexes_the_groups():
