@@ -293,6 +293,7 @@ def test_sweeps_aimed_at_a_hint_are_the_whole_step(restart, shape, hint,
       assert b is None
     else:
       np.testing.assert_array_equal(np.asarray(b), np.asarray(a))
+  jax.effects_barrier()  # every sweep's callback has run
   assert cpu_kernel.sweeps_to(
       stop, None if hint == "none" else hint, entries=math.prod(shape) // (
           shape[2] if len(shape) == 4 else shape[0]),
