@@ -42,11 +42,11 @@ Solve = Callable[[Subproblem, jax.Array], tuple[jax.Array, jax.Array]]
 LeafStep = Callable[[Solve, tuple[jax.Array, ...]],
                     tuple[tuple[jax.Array | None, ...], jax.Array]]
 # (penalty, arrays, the XLA step of the whole leaf, the stop to aim the
-# paper's rule at (stop_hint)) -> (new arrays, iterations), or None where
-# the kernel does not take the leaf.
+# paper's rule at (stop_hint), or None for another solver) -> (new arrays,
+# iterations), or None where the kernel does not take the leaf.
 Kernel = Callable[[LeafPenalty | None, tuple[jax.Array, ...],
                    Callable[[], tuple[tuple[jax.Array, ...], jax.Array]],
-                   jax.Array],
+                   jax.Array | None],
                   tuple[tuple[jax.Array, ...], jax.Array] | None]
 
 
@@ -137,7 +137,7 @@ def run_kernel(
     arrays: tuple[jax.Array, ...],
     compiled: Callable[[GroupStep], tuple],
     xla_step: Callable[[], tuple],
-    hint: jax.Array,
+    hint: jax.Array | None,
 ) -> tuple | None:
   """``compiled(group_step)`` with the kernel's step of this leaf, on the
   platforms where the solver's kernel takes it, ``xla_step()`` on the
@@ -261,9 +261,9 @@ def apply(
     trees: pytrees like ``params``.
     kernel: None, or a compiled step of whole leaves
       (:mod:`ramda_optax.cpu_kernel`), given the XLA step of the leaf for
-      the platforms it does not run on and the stop to aim the paper's
-      rule at (:func:`stop_hint` of ``last_iters`` and this step's
-      iterations so far; only a kernel on a CPU reads it).
+      the platforms it does not run on and, for the paper's rule, the stop
+      to aim it at (:func:`stop_hint` of ``last_iters`` and this step's
+      iterations so far; only a kernel on a CPU reads it), else None.
     last_iters: the iterations of the last step, one int32 per leaf (the
       optimizer state's); needed with ``kernel``.
 
@@ -275,6 +275,8 @@ def apply(
   solvers.check_leaf_count(penalties, len(leaves))
   columns = [treedef.flatten_up_to(tree) for tree in trees]
   new, iters = [], []
+  # Only the paper's rule's kernel reads a hint: the others' steps trace none.
+  aims = kernel is not None and _paper_rule(solver)
   latest = None  # (now, before) of the last regularized leaf a kernel took
   for i, penalty in enumerate(penalties):
     arrays = tuple(column[i] for column in columns)
@@ -289,8 +291,8 @@ def apply(
       return tuple(x if y is None else y for x, y in zip(arrays, out)), it
 
     size = block_bytes(solver, penalty)
-    taken = None if kernel is None else kernel(
-        penalty, arrays, whole, stop_hint(last_iters[i], latest))
+    hint = stop_hint(last_iters[i], latest) if aims else None
+    taken = None if kernel is None else kernel(penalty, arrays, whole, hint)
     if taken is not None:
       out, it = taken
     elif size is None:
@@ -299,7 +301,7 @@ def apply(
       out, it = blocks.map_blocks(run, penalty, arrays, size)
     new.append(out)
     iters.append(it)
-    if taken is not None and penalty is not None:
+    if aims and taken is not None and penalty is not None:
       latest = (jnp.max(it), last_iters[i])
   trees = tuple(treedef.unflatten([out[j] for out in new])
                 for j in range(len(columns)))
