@@ -117,7 +117,7 @@ def test_chunks_do_not_change_the_solve(name, block_bytes):
 def test_a_remembered_stop_does_not_change_the_solve(name):
   # The first chunk aims at the stop of the last solve of the view, here
   # one that stopped far earlier, far later (rtol < 0: at max_iters), at
-  # the same iteration, or where the chunk keeps an iterate.
+  # the same iteration, or under a max_iters that cuts the first chunk.
   sub, z0 = _subproblem(name, 0.05, seed=3)
   theta, iters = _kernel(name, sub, z0, max_iters=60, rtol=1e-6,
                          remember=False)
@@ -130,13 +130,62 @@ def test_a_remembered_stop_does_not_change_the_solve(name):
     np.testing.assert_array_equal(again, theta)
   assert planted[0] < int(iters) < planted[1]
   # A stop h = s + 4 remembered under max_iters = s + 4: the first chunk
-  # runs to s + 4 and keeps its iterate after iteration s, the stop's.
+  # runs to max_iters, its window from s + 2, and the leaf stops at s.
   top = int(iters) + 4
   theta, _ = _kernel(name, sub, z0, max_iters=top, rtol=1e-6, remember=False)
   _kernel(name, sub, z0, max_iters=top, rtol=-1.0)
   again, again_iters = _kernel(name, sub, z0, max_iters=top, rtol=1e-6)
   assert int(again_iters) == int(iters)
   np.testing.assert_array_equal(again, theta)
+
+
+def _q_by_iteration(name, sub, z0, iterations):
+  """Q_j of the kernel's iterates θ_j for j in ``iterations`` (each by a
+  solve held to j iterations), in float64 over the groups not screened."""
+  shape, axes = LEAVES[name]
+  rest = [d for d in range(len(shape)) if d not in axes]
+  grouped = lambda x: np.transpose(np.asarray(x, np.float64),
+                                   rest + list(axes)).reshape(
+                                       math.prod(shape[d] for d in rest), -1)
+  a, v, p = (grouped(x) for x in sub[:3])
+  kappa = float(sub.threshold) * math.sqrt(a.shape[1])
+  active = np.linalg.norm(p * a - v, axis=1) > kappa
+  q = []
+  for j in iterations:
+    theta = grouped(_kernel(name, sub, z0, max_iters=j, rtol=-1.0,
+                            remember=False)[0])
+    d = theta - a
+    per_group = (np.sum(v * d + 0.5 * p * d * d, axis=1)
+                 + kappa * np.linalg.norm(theta, axis=1))
+    q.append(per_group[active].sum())
+  return np.asarray(q)
+
+
+@pytest.mark.parametrize("name", sorted(LEAVES))
+def test_a_stop_anywhere_about_the_hint_is_the_same_solve(name):
+  # The first chunk aims at the view's remembered stop h: it runs to h + m
+  # (m = 2 here) and keeps every iterate from h − m on, h's in the output.
+  # Planted at s − 3 to s + 3 about this solve's stop s, the stop falls
+  # after the window (the solve goes on by chunks), at its end, inside it
+  # after h, at h, inside it before h, at its start, and before it (a rerun
+  # from z⁰): always the same floats as without a hint.
+  sub, z0 = _subproblem(name, 0.05, seed=3)
+  theta, s = _kernel(name, sub, z0, max_iters=60, rtol=1e-4, remember=False)
+  s = int(s)
+  assert 10 <= s <= 40
+  first = s - 7  # Q from iteration s − 7, its relative decrease from s − 6
+  q = _q_by_iteration(name, sub, z0, range(first, s + 4))
+  decrease = dict(zip(range(first + 1, s + 4),
+                      (q[:-1] - q[1:]) / (np.abs(q[1:]) + 1)))
+  for offset in range(-3, 4):
+    h = s - offset
+    # An rtol between the decreases of iterations h − 1 and h stops at h
+    # (those of earlier iterations being larger still).
+    rtol = math.sqrt(decrease[h] * decrease[h - 1])
+    assert int(_kernel(name, sub, z0, max_iters=60, rtol=rtol)[1]) == h
+    again, again_iters = _kernel(name, sub, z0, max_iters=60, rtol=1e-4)
+    assert int(again_iters) == s
+    np.testing.assert_array_equal(again, theta)
 
 
 @pytest.mark.parametrize("name", sorted(LEAVES))

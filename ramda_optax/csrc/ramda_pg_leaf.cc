@@ -25,13 +25,14 @@
 // second buffer; the blocks' records, summed in block order, then give the
 // leaf's test (the same sums whatever the chunks). Where the leaf stops
 // inside a chunk, its blocks rerun from the chunk's first iterate, kept in
-// the other buffer, to the stopping iteration. While a block iterates, it
-// prefetches the block its thread runs next. One pass over a group's
-// entries makes an iteration: it scales the previous gradient step by the
-// group's prox factor, adds the entries' terms of Q to the group's sum,
-// and takes the next gradient step. The whole step updates V and U in its
-// first sweep only, and its later sweeps read them back: its subproblem is
-// never written out.
+// the other buffer, to the stopping iteration (a first chunk aimed at a
+// remembered stop keeps every iterate about it instead: Solve). While a
+// block iterates, it prefetches the block its thread runs next. One pass
+// over a group's entries makes an iteration: it scales the previous
+// gradient step by the group's prox factor, adds the entries' terms of Q
+// to the group's sum, and takes the next gradient step. The whole step
+// updates V and U in its first sweep only, and its later sweeps read them
+// back: its subproblem is never written out.
 //
 // References: Huang & Lee, NeurIPS 2024 (arXiv 2403.14398), Algorithm 2 and
 // App. A.1. The arithmetic follows ramda_optax's XLA path
@@ -272,38 +273,103 @@ constexpr int64_t kSegment = 4096;
 // 4096, the step's sweep took 10.2 to 10.4 ms over two, four or eight.
 constexpr int64_t kAheadPasses = 4;
 
+// Entries [i, e) of a pass (see Pass): adds their terms of 2Q to `qs` and,
+// unless `last`, their ‖y‖² to `ys`, one entry at a time. The products
+// round once where they fuse into a sum (fmaf), z = c y rounds alone: a
+// chunk's last z, written and read back, is what the next pass would have
+// formed.
+template <bool last>
+inline void Entries(float c, float step, int64_t i, int64_t e, const float* a,
+                    const float* v, const float* p, float* y, float& qs,
+                    float& ys) {
+  float q = 0, n = 0;
+#pragma omp simd reduction(+ : q, n)
+  for (int64_t j = i; j < e; ++j) {
+    const float z = c * y[j];
+    const float d = z - a[j];
+    const float g = __builtin_fmaf(p[j], d, v[j]);
+    q = __builtin_fmaf(d, v[j] + g, q);
+    if constexpr (last) {
+      y[j] = z;
+    } else {
+      const float next = __builtin_fmaf(step, g, z);
+      n = __builtin_fmaf(next, next, n);
+      y[j] = next;
+    }
+  }
+  qs += q;
+  ys += n;
+}
+
+#if defined(__AVX2__) && defined(__FMA__)
+// The sum of a vector's lanes, in a fixed order.
+inline float LaneSum(__m256 x) {
+  __m128 h = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+  h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+  return _mm_cvtss_f32(_mm_add_ss(h, _mm_movehdup_ps(h)));
+}
+#endif
+
+// Entries [s, e) of a pass, their sums into `qs` and `ys`: with AVX2, 32
+// at a time into four vectors of partial sums, the rest by Entries. With
+// one vector per sum, as `omp simd reduction` compiles it, each step also
+// stores both sums to the stack and waits on their last additions: in one
+// process of benchmarks.kernel_ab, RAMDA's VGG19 step with the paper's
+// rule took 6.83x and 7.18x Adam's against 7.34x and 7.49x so, ProxGen's
+// 9.30x against 10.55x.
+template <bool last>
+inline void Segment(float c, float step, int64_t s, int64_t e, const float* a,
+                    const float* v, const float* p, float* y, float& qs,
+                    float& ys) {
+  int64_t i = s;
+  qs = ys = 0;
+#if defined(__AVX2__) && defined(__FMA__)
+  if (e - s >= 32) {
+    const __m256 scale = _mm256_set1_ps(c), eta = _mm256_set1_ps(step);
+    __m256 q[4], n[4];
+    for (int u = 0; u < 4; ++u) q[u] = n[u] = _mm256_setzero_ps();
+    for (; i + 32 <= e; i += 32) {
+      for (int u = 0; u < 4; ++u) {
+        const int64_t j = i + 8 * u;
+        const __m256 vj = _mm256_loadu_ps(v + j);
+        const __m256 z = _mm256_mul_ps(scale, _mm256_loadu_ps(y + j));
+        const __m256 d = _mm256_sub_ps(z, _mm256_loadu_ps(a + j));
+        const __m256 g = _mm256_fmadd_ps(_mm256_loadu_ps(p + j), d, vj);
+        q[u] = _mm256_fmadd_ps(d, _mm256_add_ps(vj, g), q[u]);
+        if constexpr (last) {
+          _mm256_storeu_ps(y + j, z);
+        } else {
+          const __m256 next = _mm256_fmadd_ps(eta, g, z);
+          n[u] = _mm256_fmadd_ps(next, next, n[u]);
+          _mm256_storeu_ps(y + j, next);
+        }
+      }
+    }
+    qs = LaneSum(_mm256_add_ps(_mm256_add_ps(q[0], q[1]),
+                               _mm256_add_ps(q[2], q[3])));
+    ys = LaneSum(_mm256_add_ps(_mm256_add_ps(n[0], n[1]),
+                               _mm256_add_ps(n[2], n[3])));
+  }
+#endif
+  Entries<last>(c, step, i, e, a, v, p, y, qs, ys);
+}
+
 // One pass over a group's entries: z = c y (the previous step's iterate)
 // and its term of Q, ½ d (v + g) with d = z − a and the gradient
 // g = v + P d, then (unless `last`) the next gradient step y ← z − η g in
 // y's place, else z in y's place. Returns the group's smooth part of Q(z)
 // and sets `norm2` to ‖y‖² (unless `last`); both are summed by segments
-// of kSegment entries, after each of which `ahead` issues its share. The
-// products round once where they fuse into a sum (fmaf), z = c y rounds
-// alone: a chunk's last z, written and read back, is what the next pass
-// would have formed.
+// of kSegment entries (Segment), after each of which `ahead` issues its
+// share.
 template <bool last>
 inline float Pass(float c, float eta, int64_t per, const float* a,
                   const float* v, const float* p, float* y, float& norm2,
                   Ahead& ahead) {
   float q = 0, y2 = 0;
-  const float step = -eta;
   for (int64_t s = 0; s < per; s += kSegment) {
-    const int64_t e = std::min(per, s + kSegment);
-    float qs = 0, ys = 0;
-#pragma omp simd reduction(+ : qs, ys)
-    for (int64_t i = s; i < e; ++i) {
-      const float z = c * y[i];
-      const float d = z - a[i];
-      const float g = __builtin_fmaf(p[i], d, v[i]);
-      qs = __builtin_fmaf(d, v[i] + g, qs);
-      if constexpr (last) {
-        y[i] = z;
-      } else {
-        const float next = __builtin_fmaf(step, g, z);
-        ys = __builtin_fmaf(next, next, ys);
-        y[i] = next;
-      }
-    }
+    float qs, ys;
+    Segment<last>(c, -eta, s, std::min(per, s + kSegment), a, v, p, y, qs,
+                  ys);
     q += qs;
     y2 += ys;
     ahead.Issue();
@@ -345,9 +411,22 @@ inline void Done() {
 #endif
 }
 
+// The iterates a sweep keeps besides its last: the one after iteration
+// first + i in at[i].
+struct Kept {
+  int64_t first = 0;
+  std::vector<float*> at;
+
+  // The buffer of the iterate after iteration j, or null.
+  float* After(int64_t j) const {
+    const int64_t i = j - first;
+    return i >= 0 && i < static_cast<int64_t>(at.size()) ? at[i] : nullptr;
+  }
+};
+
 // Runs `count` iterations of groups [g0, g1) from the iterate `from` and
-// writes the last to `to`, and the iterate after iteration `snap` (0: none)
-// to `snapshot`; q[i] gets the block's Q after iteration i + 1, summed over
+// writes the last to `to`, and those that `kept` names to its buffers;
+// q[i] gets the block's Q after iteration i + 1, summed over
 // its groups in order (screened groups add nothing), or, with `per_group`,
 // q[k·count + i] group k's. Screened groups are written as 0. Meanwhile it
 // prefetches the thread's next block, groups [n0, n1) (none where n0 <
@@ -355,8 +434,8 @@ inline void Done() {
 template <bool screen, typename Source>
 void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
               int64_t g1, int64_t n0, int64_t n1, const float* from,
-              float* to, int64_t count, int64_t snap, float* snapshot,
-              double* q, bool per_group, Scratch& s) {
+              float* to, int64_t count, const Kept& kept, double* q,
+              bool per_group, Scratch& s) {
   Gather<screen>(leaf, source, first, g0, g1, from, s);
   const int64_t n = g1 - g0, per = leaf.rows * leaf.cols, cols = leaf.cols;
   Ahead ahead;
@@ -381,7 +460,7 @@ void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
     float* y = &s.y[k * per];
     if (!leaf.active[g0 + k]) {
       if constexpr (!screen) std::fill(y, y + per, 0.0f);
-      if (snap > 0) write(snapshot, k, 1.0f);  // 0 from the start
+      for (float* x : kept.at) write(x, k, 1.0f);  // 0 from the start
       continue;
     }
     double* qk = per_group ? q + k * count : q;
@@ -395,7 +474,7 @@ void RunBlock(const Leaf& leaf, const Source& source, bool first, int64_t g0,
       if (i > 0) qk[i - 1] += static_cast<double>(smooth) + penalty;
       if (i < count) c = Shrink(leaf, eta, std::sqrt(norm2), penalty);
       // The iterate after iteration i + 1 is c y, as Pass<true> writes it.
-      if (i + 1 == snap) write(snapshot, k, c);
+      if (float* x = kept.After(i + 1)) write(x, k, c);
     }
   }
   for (int64_t k = 0; k < n; ++k) write(to, k, 1.0f);
@@ -475,10 +554,13 @@ class StopHints {
     return std::max<int64_t>(1, std::llround(own->second[0] * move));
   }
 
+  // A run of solves of one view (the same shape repeated in a network)
+  // keeps the stop before the run as the one it moved from: each is the
+  // next one's hint, and the run's move is from step to step.
   void Set(const Key& key, int64_t stop) {
     std::lock_guard<std::mutex> lock(mutex_);
     auto& stops = stops_[key];
-    stops = {stop, stops[0]};
+    stops = {stop, key == latest_ ? stops[1] : stops[0]};
     latest_ = key;
   }
 
@@ -495,14 +577,12 @@ StopHints& Hints() {
 }
 
 // The window m about a remembered stop h: the first chunk runs to h + m
-// and keeps its iterate after iteration h − m. m = max(2, h/16).
-int64_t Margin(int64_t hint) { return std::max<int64_t>(2, hint / 16); }
-
-// The iterations of the next chunk after `done`: with a hint h of the stop,
-// to h + m (m = Margin(h)), then `chunk` at a time; without one, `chunk` at
-// a time.
-int64_t NextChunk(int64_t done, int64_t hint, int64_t chunk) {
-  return hint > 0 && done == 0 ? hint + Margin(hint) : chunk;
+// and keeps each iterate from the one after iteration h − m. m = max(2,
+// h/16), at most 4: a window of at most 9 iterates, 8 of them in buffers
+// beside the output. In the early training of VGG19's problem (step_time's
+// early regime, 5 steps), 85% of the entries stopped within it.
+int64_t Margin(int64_t hint) {
+  return std::clamp<int64_t>(hint / 16, 2, 4);
 }
 
 // The paper's test after iteration j >= 1 of Q_j = `now`, Q_{j−1} = `before`
@@ -514,11 +594,14 @@ inline bool Stops(int64_t j, float before, float now, float rtol,
 }
 
 // The solve of a leaf into `out`, its subproblem from `source`; returns the
-// iterations (0 where every group is screened: θ̂ = 0). With a remembered
-// stop h, a chunk keeps its iterate 2m iterations before its end (m =
-// Margin(h)): a stop there takes that iterate, and a stop past it reruns
-// from there, so that a stop within m of h costs one or two sweeps, the
-// first to h + m and the rerun of at most 2m − 1.
+// iterations (0 where every group is screened: θ̂ = 0). Without a
+// remembered stop it runs `chunk` iterations at a time, and where the leaf
+// stops inside a chunk, reruns that chunk to the stop. With one, h, its
+// first chunk runs to h + m (m = Margin(h)) and keeps every iterate from
+// h − m on, h's in `out`: a stop within m of h costs one sweep (and a copy
+// of the kept iterate where it is not h's), which a second would cost
+// where only the chunk's first iterate were kept. A stop before h − m
+// reruns from z⁰, one after h + m goes on by chunks.
 template <typename Source>
 int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
               float* out, int64_t max_iters, int64_t chunk, float rtol,
@@ -526,15 +609,19 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
   const int64_t rows = leaf.rows, groups = leaf.groups, cols = leaf.cols;
   const int64_t size = rows * groups * cols, per = rows * cols;
   const int64_t blocks = (groups + leaf.block - 1) / leaf.block;
-  auto spare = Buffers().Take(size);
-  std::unique_ptr<std::vector<float>> third;  // taken where a chunk needs it
+  // Buffers taken from the pool, given back at the end.
+  std::vector<std::unique_ptr<std::vector<float>>> taken;
+  auto take = [&]() {
+    taken.push_back(Buffers().Take(size));
+    return BufferPool::Aligned(*taken.back());
+  };
   // Per block, its Q after each iteration of the current chunk.
   std::vector<double> records;
   int64_t sweeps = 0;
   // Runs `count` iterations of every block from `from` into `to`, keeping
-  // the iterate after iteration `snap` (0: none) in `kept`.
+  // the iterates that `kept` names.
   auto sweep = [&](const float* from, float* to, int64_t count, bool screen,
-                   int64_t snap, float* kept) {
+                   const Kept& kept) {
     records.assign(blocks * count, 0.0);
     const bool first = sweeps++ == 0;
     ParallelFor(pool, blocks, [&]() {
@@ -547,40 +634,21 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
         double* q = &records[i * count];
         if (screen) {
           RunBlock<true>(leaf, source, first, g0, g1, n0, n1, from, to, count,
-                         snap, kept, q, false, *s);
+                         kept, q, false, *s);
         } else {
           RunBlock<false>(leaf, source, first, g0, g1, n0, n1, from, to,
-                          count, snap, kept, q, false, *s);
+                          count, kept, q, false, *s);
         }
       };
     });
   };
   const StopHints::Key key{rows, groups, cols, max_iters};
   const int64_t hint = remember ? Hints().Get(key) : 0;
-  const int64_t margin = hint > 0 ? Margin(hint) : 0;
-  const float* from = leaf.start;
-  float* to = out;
-  // A buffer that is neither `from` nor `to`.
-  auto other = [&]() {
-    float* buffer = BufferPool::Aligned(*spare);
-    if (buffer != from && buffer != to) return buffer;
-    if (third == nullptr) third = Buffers().Take(size);
-    return BufferPool::Aligned(*third);
-  };
   std::vector<float> q;  // the leaf's Q after each iteration
   int64_t stop = 0;
-  while (stop == 0) {
-    const int64_t done = q.size();
-    const int64_t count =
-        std::min(NextChunk(done, hint, chunk), max_iters - done);
-    const int64_t snap = count > 2 * margin && margin > 0 ? count - 2 * margin
-                                                          : 0;
-    float* kept = snap > 0 ? other() : nullptr;
-    sweep(from, to, count, done == 0, snap, kept);
-    if (done == 0 && std::none_of(leaf.active, leaf.active + groups,
-                                  [](uint8_t x) { return x != 0; })) {
-      break;  // every group screened: θ̂ = 0, no iteration
-    }
+  // Appends the records of a chunk of `count` iterations to q, up to the
+  // stop where the leaf stops in it.
+  auto test = [&](int64_t count) {
     for (int64_t i = 0; i < count && stop == 0; ++i) {
       double sum = 0;
       for (int64_t b = 0; b < blocks; ++b) sum += records[b * count + i];
@@ -590,23 +658,61 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
         stop = j;
       }
     }
-    if (stop != 0 && stop == done + snap) {
-      to = kept;  // the kept iterate is the stop's
-    } else if (stop != 0 && stop < done + count) {  // rerun to the stop
-      if (snap > 0 && stop > done + snap) {
-        sweep(kept, to, stop - done - snap, false, 0, nullptr);
-      } else {
-        sweep(from, to, stop - done, done == 0, 0, nullptr);
-      }
-    } else if (stop == 0) {
+  };
+  auto screened = [&]() {
+    return std::none_of(leaf.active, leaf.active + groups,
+                        [](uint8_t x) { return x != 0; });
+  };
+  const float* from = leaf.start;
+  const float* result = out;
+  bool solved = false;
+  if (hint > 0) {
+    const int64_t margin = Margin(hint);
+    const int64_t count = std::min(hint + margin, max_iters);
+    const int64_t low = std::clamp<int64_t>(hint - margin, 1, count);
+    const int64_t aim = std::min(hint, count);
+    Kept kept{low, {}};
+    for (int64_t j = low; j < count; ++j) {
+      kept.at.push_back(j == aim ? out : take());
+    }
+    float* last = count == aim ? out : take();
+    sweep(from, last, count, true, kept);
+    solved = true;
+    if (screened()) {
+      result = last;  // θ̂ = 0, no iteration
+    } else if (test(count); stop >= low) {
+      result = stop == count ? last : kept.After(stop);
+    } else if (stop > 0) {
+      sweep(from, out, stop, true, Kept{});
+    } else {
+      from = last;
+      solved = false;
+    }
+  }
+  float* spare = nullptr;  // a buffer that is neither `out` nor kept
+  while (!solved) {
+    const int64_t done = q.size();
+    const int64_t count = std::min(chunk, max_iters - done);
+    float* to = from != out ? out : spare != nullptr ? spare : spare = take();
+    sweep(from, to, count, done == 0, Kept{});
+    if (done == 0 && screened()) {
+      result = to;  // θ̂ = 0, no iteration
+      break;
+    }
+    test(count);
+    if (stop == 0) {
       from = to;
-      to = to == out ? BufferPool::Aligned(*spare) : out;
+    } else if (stop < done + count) {  // rerun to the stop, in place
+      sweep(from, out, stop - done, done == 0, Kept{});
+      solved = true;
+    } else {
+      result = to;
+      solved = true;
     }
   }
   if (remember && stop > 0) Hints().Set(key, stop);
-  if (to != out) std::memcpy(out, to, size * sizeof(float));
-  Buffers().Give(std::move(spare));
-  if (third != nullptr) Buffers().Give(std::move(third));
+  if (result != out) std::memcpy(out, result, size * sizeof(float));
+  for (auto& buffer : taken) Buffers().Give(std::move(buffer));
   return stop;
 }
 
@@ -768,6 +874,7 @@ void Sweep(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
            int64_t snap, float* kept, double* records) {
   const int64_t blocks = (leaf.groups + leaf.block - 1) / leaf.block;
   const int64_t per = leaf.rows * leaf.cols;
+  const Kept keep = snap > 0 ? Kept{snap, {kept}} : Kept{};
   ParallelFor(pool, blocks, [&]() {
     Scratch* s = &Scratch::OfThread(per * leaf.block);
     return [&, s](int64_t i, int64_t next) {
@@ -778,10 +885,10 @@ void Sweep(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
       double* q = records + g0 * count;
       if (first) {
         RunBlock<true>(leaf, source, true, g0, g1, n0, n1, from, to, count,
-                       snap, kept, q, true, *s);
+                       keep, q, true, *s);
       } else {
         RunBlock<false>(leaf, source, false, g0, g1, n0, n1, from, to, count,
-                        snap, kept, q, true, *s);
+                        keep, q, true, *s);
       }
     };
   });
