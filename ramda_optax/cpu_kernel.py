@@ -391,9 +391,9 @@ def pg_step_across(
   shard reruns the sweep to the stopping iteration. Sweeps run ``chunk``
   iterations; given a ``hint`` h > 0 of the stop (the previous step's),
   the first runs to h + m (m = max(2, h // 16)) and keeps its iterate
-  after iteration h − m, as the whole leaf's kernel aims its first chunk,
-  so that a stop within m of h takes one sweep and a rerun of fewer than
-  2m iterations. Its records then have room for up to ``max_iters``
+  after iteration h − m (the whole leaf's kernel keeps every iterate from
+  there), so that a stop within m of h takes one sweep and a rerun of
+  fewer than 2m iterations. Its records then have room for up to ``max_iters``
   iterations where that takes no more bytes than the group's floats.
 
   Args:
