@@ -23,17 +23,20 @@ pytestmark = pytest.mark.skipif(
 # floats, which the kernel writes with streaming stores where it can)
 LEAVES = {"conv": ((3, 3, 13, 7), (0, 1, 3)), "dense": ((11, 6), (1,)),
           "row": ((1, 9, 5), (0, 2)), "wide": ((3, 3, 6, 16), (0, 1, 3))}
+# A leaf of 67 MB a buffer, whose window the kernel narrows to m = 1 (its
+# kept iterates take at most 256 MiB).
+SHAPES = {**LEAVES, "big": ((16400, 1024), (1,))}
 
 
 def _penalty(name):
-  shape, axes = LEAVES[name]
+  shape, axes = SHAPES[name]
   return GroupNorm(axes, math.prod(shape[d] for d in axes))
 
 
 def _subproblem(name, tau, seed=0):
   """A float32 subproblem whose groups differ in scale (small ones are
   screened at moderate τ) and a warm start near the anchor."""
-  shape, axes = LEAVES[name]
+  shape, axes = SHAPES[name]
   rng = np.random.default_rng(seed)
   scale = np.exp(rng.uniform(-3, 1, size=[1 if d in axes else n
                                           for d, n in enumerate(shape)]))
@@ -142,7 +145,7 @@ def test_a_remembered_stop_does_not_change_the_solve(name):
 def _q_by_iteration(name, sub, z0, iterations):
   """Q_j of the kernel's iterates θ_j for j in ``iterations`` (each by a
   solve held to j iterations), in float64 over the groups not screened."""
-  shape, axes = LEAVES[name]
+  shape, axes = SHAPES[name]
   rest = [d for d in range(len(shape)) if d not in axes]
   grouped = lambda x: np.transpose(np.asarray(x, np.float64),
                                    rest + list(axes)).reshape(
@@ -161,14 +164,15 @@ def _q_by_iteration(name, sub, z0, iterations):
   return np.asarray(q)
 
 
-@pytest.mark.parametrize("name", sorted(LEAVES))
+@pytest.mark.parametrize("name", [
+    *sorted(LEAVES), pytest.param("big", marks=pytest.mark.slow)])
 def test_a_stop_anywhere_about_the_hint_is_the_same_solve(name):
   # The first chunk aims at the view's remembered stop h: it runs to h + m
-  # (m = 2 here) and keeps every iterate from h − m on, h's in the output.
-  # Planted at s − 3 to s + 3 about this solve's stop s, the stop falls
-  # after the window (the solve goes on by chunks), at its end, inside it
-  # after h, at h, inside it before h, at its start, and before it (a rerun
-  # from z⁰): always the same floats as without a hint.
+  # (m = 2 here, 1 for the big leaf) and keeps every iterate from h − m on,
+  # h's in the output. Planted at s − 3 to s + 3 about this solve's stop s,
+  # the stop falls after the window (the solve goes on by chunks), at its
+  # end, inside it after h, at h, inside it before h, at its start, and
+  # before it (a rerun from z⁰): always the same floats as without a hint.
   sub, z0 = _subproblem(name, 0.05, seed=3)
   theta, s = _kernel(name, sub, z0, max_iters=60, rtol=1e-4, remember=False)
   s = int(s)

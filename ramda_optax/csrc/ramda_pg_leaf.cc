@@ -576,13 +576,19 @@ StopHints& Hints() {
   return *hints;
 }
 
-// The window m about a remembered stop h: the first chunk runs to h + m
-// and keeps each iterate from the one after iteration h − m. m = max(2,
-// h/16), at most 4: a window of at most 9 iterates, 8 of them in buffers
-// beside the output. In the early training of VGG19's problem (step_time's
-// early regime, 5 steps), 85% of the entries stopped within it.
-int64_t Margin(int64_t hint) {
-  return std::clamp<int64_t>(hint / 16, 2, 4);
+// The bytes that a window's kept iterates may take beside the output.
+constexpr int64_t kWindowBytes = int64_t{256} << 20;
+
+// The window m about a remembered stop h of a leaf of `size` floats: the
+// first chunk runs to h + m and keeps each iterate from the one after
+// iteration h − m. m = max(2, h/16), at most 4: a window of at most 9
+// iterates, 8 of them in buffers beside the output (in the early training
+// of VGG19's problem, step_time's early regime, 85% of the entries stopped
+// within it); and at most what kWindowBytes holds, down to 0 (h's iterate
+// alone) for a leaf of over 128 MiB.
+int64_t Margin(int64_t hint, int64_t size) {
+  const int64_t most = kWindowBytes / (2 * size * int64_t{sizeof(float)});
+  return std::min(std::clamp<int64_t>(hint / 16, 2, 4), most);
 }
 
 // The paper's test after iteration j >= 1 of Q_j = `now`, Q_{j−1} = `before`
@@ -597,9 +603,9 @@ inline bool Stops(int64_t j, float before, float now, float rtol,
 // iterations (0 where every group is screened: θ̂ = 0). Without a
 // remembered stop it runs `chunk` iterations at a time, and where the leaf
 // stops inside a chunk, reruns that chunk to the stop. With one, h, its
-// first chunk runs to h + m (m = Margin(h)) and keeps every iterate from
-// h − m on, h's in `out`: a stop within m of h costs one sweep (and a copy
-// of the kept iterate where it is not h's), which a second would cost
+// first chunk runs to h + m (m = Margin(h, size)) and keeps every iterate
+// from h − m on, h's in `out`: a stop within m of h costs one sweep (and a
+// copy of the kept iterate where it is not h's), which a second would cost
 // where only the chunk's first iterate were kept. A stop before h − m
 // reruns from z⁰, one after h + m goes on by chunks.
 template <typename Source>
@@ -667,7 +673,7 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
   const float* result = out;
   bool solved = false;
   if (hint > 0) {
-    const int64_t margin = Margin(hint);
+    const int64_t margin = Margin(hint, size);
     const int64_t count = std::min(hint + margin, max_iters);
     const int64_t low = std::clamp<int64_t>(hint - margin, 1, count);
     const int64_t aim = std::min(hint, count);
