@@ -708,7 +708,9 @@ int64_t Solve(ffi::ThreadPool& pool, const Leaf& leaf, const Source& source,
     test(count);
     if (stop == 0) {
       from = to;
-    } else if (stop < done + count) {  // rerun to the stop, in place
+    } else if (stop < done + count) {
+      // Rerun to the stop: in place where `from` is `out`, since a block
+      // gathers its groups before it writes them and no other block's.
       sweep(from, out, stop - done, done == 0, Kept{});
       solved = true;
     } else {
