@@ -36,6 +36,7 @@ def test_pass_variants_hold_the_kernel_to_their_newton_passes():
   assert one == 1 and 1 < eight <= 8
 
 
+@pytest.mark.slow  # 15 to 40 s
 def test_variants_timed_in_turn_keep_their_own_steps():
   """Timed in turn, each optimizer steps its own params and state: RAMDA
   beside Adam iterates as RAMDA timed alone, and Adam reports none."""
@@ -69,6 +70,7 @@ def test_device_loop_times_the_early_regime():
   assert looped["time_s"] == np.median(looped["times_s"]) > 0
 
 
+@pytest.mark.slow  # 15 to 40 s
 def test_calls_replay_each_recorded_step_from_its_own_gradients():
   """Replayed as one call per step, the recorded gradients outlive each
   replay (a replay donates copies of them: the untimed round and two timed
@@ -91,6 +93,7 @@ def test_calls_replay_each_recorded_step_from_its_own_gradients():
                           replay="unrolled")
 
 
+@pytest.mark.slow  # 15 to 40 s
 def test_a_step_with_its_own_gradients_is_the_step_given_them():
   """The step that computes its gradients (for its scratch as a training
   step's) takes the step given those gradients: the same params and
