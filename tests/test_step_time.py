@@ -51,6 +51,7 @@ def test_variants_timed_in_turn_keep_their_own_steps():
   assert alone > 0 and all(r["time_s"] > 0 for r in results)
 
 
+@pytest.mark.slow  # 15 to 40 s
 def test_device_loop_times_the_early_regime():
   """The device loop records and replays the early regime's steps: the
   same inner iterations, and one step the same scratch, as the step-by-step
